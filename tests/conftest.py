@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny in-process models whose outputs vary, and Hydra composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+import gqa_eval.cli  # noqa: F401  (registers the config resolvers)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+VOCAB = 97
+
+
+def spread_weights(model: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
+    """Re-initialise every weight from N(0, std): default-init tiny models emit one constant token, so
+    generate() comparisons on them would prove nothing."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model.eval()
+
+
+def make_t5(n_heads: int = 8, seed: int = 0) -> T5ForConditionalGeneration:
+    config = T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=4, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=n_heads,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return spread_weights(T5ForConditionalGeneration(config), seed=seed)
+
+
+def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, seed: int = 0):
+    """A tiny Llama-family causal LM (llama, mistral or qwen2)."""
+    import transformers
+
+    cfg_cls, model_cls = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[family]
+    config = cfg_cls(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=n_heads, num_key_value_heads=kv_heads, head_dim=32 // n_heads,
+        max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return spread_weights(model_cls(config), seed=seed)
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    """A padded batch of source ids (row 0 padded) and decoder ids."""
+    gen = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, VOCAB, (3, 11), generator=gen)
+    mask = torch.ones_like(input_ids)
+    mask[0, 7:] = 0
+    input_ids[0, 7:] = 0
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "decoder_input_ids": torch.randint(3, VOCAB, (3, 6), generator=gen),
+    }
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """compose(overrides) -> the app's config, with outputs under tmp_path."""
+
+    def _compose(overrides: list[str] = ()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+            return compose("config", overrides=[f"output_root={tmp_path}", "progress=false", *overrides])
+
+    yield _compose
+    GlobalHydra.instance().clear()
