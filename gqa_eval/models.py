@@ -70,7 +70,8 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
     pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if pickles and not allow_pickle:
         raise CheckpointError(
-            f"checkpoint {path} has only pickle weights ({', '.join(sorted(pickles))}), which can run code when "
+            f"checkpoint {path} has only pickle weights ({', '.join(sorted(pickles))}), "
+            "which can run code when "
             "loaded. Convert it to safetensors, or set base.allow_pickle=true if you trust it "
             "(it is then loaded with weights_only=True)"
         )

@@ -1,0 +1,223 @@
+"""Run stage: ``evaluate(cfg)`` evaluates one variant on one task and writes its run directory.
+
+config -> task data -> checkpoint -> variant -> generate (timed) -> score -> result.json -> summary.
+The task's data is loaded and checked first, so a bad task fails before any model is loaded. The run
+directory gets ``predictions.jsonl`` (one row per example, written per batch) and ``result.json``
+(written atomically); then the summary CSV of the enclosing sweep (or of the outputs folder) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gqa_eval import __version__, metrics
+from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, head_dim
+from gqa_eval.generate import generate
+from gqa_eval.models import checkpoint_files_digest, load_checkpoint
+from gqa_eval.summary import write_atomic, write_summary
+from gqa_eval.tasks import encode, load_examples
+from gqa_eval.timing import Timer, peak_memory_mb
+
+
+def _hydra_dirs() -> tuple[Path | None, Path | None]:
+    """(this run's output dir, the directory whose summary to refresh), when running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        return run_dir, Path(hc.sweep.dir)
+    return run_dir, None
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write to the output directory {directory} ({err.strerror}); "
+            "set output_root=DIR (or hydra.run.dir) to a writable directory"
+        ) from err
+
+
+def make_variant(cfg: DictConfig):
+    """Load the base checkpoint (or a saved converted one) and convert it as the model config says.
+
+    Returns:
+        ``(model, tokenizer, provenance)``: provenance records what was loaded and how it was converted.
+    """
+    base, variant = cfg.base, cfg.model
+    load = {
+        "revision": base.get("revision"),
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+        "allow_pickle": base.get("allow_pickle", False),
+        "trust_remote_code": base.get("trust_remote_code", False),
+    }
+    source = variant.get("checkpoint") or base.path
+    model, tokenizer = load_checkpoint(source, **load)
+    n_heads, loaded_kv_heads = attention_heads(model)
+    kv_heads = variant.get("kv_heads")
+    if kv_heads is not None:  # G equal to the loaded heads pools nothing but is validated all the same
+        convert_to_gqa(model, int(kv_heads), method=variant.conversion, seed=cfg.seed)
+    provenance = {
+        "source": str(source),
+        "revision": base.get("revision"),
+        "weights": checkpoint_files_digest(source),
+        "loaded_kv_heads": loaded_kv_heads,
+        "conversion": OmegaConf.to_container(variant, resolve=True),
+    }
+    return model, tokenizer, provenance
+
+
+def kv_cache_bytes(model, dtype: torch.dtype) -> dict[str, int]:
+    """KV-cache bytes per token from the geometry: layers x 2 (K and V) x kv_heads x head_dim x bytes.
+
+    For T5 the decoder self-attention cache grows per generated token and the cross-attention cache per
+    source token; a decoder-only model has one cache that grows with prompt and output alike.
+    """
+    _, kv_heads = attention_heads(model)
+    per_layer = 2 * kv_heads * head_dim(model) * torch.finfo(dtype).bits // 8
+    config = model.config
+    if architecture(model) == "t5":
+        layers = config.num_decoder_layers or config.num_layers
+        return {
+            "kv_cache_bytes_per_token": layers * per_layer,
+            "cross_kv_cache_bytes_per_source_token": layers * per_layer,
+        }
+    return {"kv_cache_bytes_per_token": config.num_hidden_layers * per_layer}
+
+
+def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.model`` (a variant of ``cfg.base``) on ``cfg.task``.
+
+    Args:
+        cfg: the composed config (``conf/config.yaml``).
+        output_dir: where to write; defaults to Hydra's run directory.
+
+    Returns:
+        The contents of ``result.json``.
+    """
+    hydra_dir, sweep_dir = _hydra_dirs()
+    run_dir = Path(output_dir) if output_dir is not None else hydra_dir
+    if run_dir is None:
+        raise ValueError("evaluate() outside Hydra needs output_dir=")
+    if cfg.limit is not None and cfg.limit <= 0:
+        raise ValueError(
+            f"limit must be a positive number of examples or null for all, got limit={cfg.limit}"
+        )
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got batch_size={cfg.batch_size}")
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    unknown = [m for m in task["metrics"] if m not in metrics.METRICS]
+    if unknown or task["primary_metric"] not in task["metrics"]:
+        raise ValueError(
+            f"task {task['name']}: unknown metric(s) {unknown or [task['primary_metric']]}; "
+            f"registered metrics are {sorted(metrics.METRICS)} and primary_metric must be one of task.metrics"
+        )
+    _check_writable(run_dir)
+
+    examples = load_examples(task, cfg.limit)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer, provenance = make_variant(cfg)
+    decoder_only = not model.config.is_encoder_decoder
+    inputs = encode(task, examples, tokenizer, decoder_only)
+    device = next(model.parameters()).device
+    n_heads, kv_heads = attention_heads(model)
+
+    pred_path = run_dir / "predictions.jsonl"
+    with pred_path.open("w", encoding="utf-8") as sink:
+
+        def write_batch(indices: list[int], texts: list[str]) -> None:
+            for i, text in zip(indices, texts, strict=True):
+                row = {
+                    "id": examples[i].id,
+                    "input": tokenizer.decode(inputs[i], skip_special_tokens=True),
+                    "prediction": text,
+                    "references": examples[i].references,
+                }
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+
+        timer = Timer(device=device)
+        predictions = generate(
+            model,
+            tokenizer,
+            inputs,
+            max_new_tokens=task["max_new_tokens"],
+            batch_size=cfg.batch_size,
+            timer=timer,
+            on_batch=write_batch,
+            progress=cfg.get("progress", True),
+            description=f"{cfg.model.name} {task['name']}",
+        )
+
+    preds = [predictions[i] for i in range(len(examples))]
+    refs = [ex.references for ex in examples]
+    options = dict(task.get("metric_options") or {})
+    scores, details = metrics.score_with_details(task["metrics"], preds, refs, **options)
+    timing = timer.summary()
+    result = {
+        "model": cfg.model.name,
+        "base": cfg.base.name,
+        "arch": architecture(model),
+        "n_heads": n_heads,
+        "kv_heads": kv_heads,
+        "conversion": cfg.model.conversion if cfg.model.get("kv_heads") is not None else None,
+        "task": task["name"],
+        "split": task["split"],
+        "n_samples": len(examples),
+        "metric": task["primary_metric"],
+        "score": scores[task["primary_metric"]],
+        "metrics": scores,
+        "metric_details": details,
+        "time_per_sample_s": timing["time_per_sample_s"],
+        "tokens_per_s": timing["tokens_per_s"],
+        "timing": timing,
+        "peak_mem_mb": peak_memory_mb(device),
+        **kv_cache_bytes(model, next(model.parameters()).dtype),
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "dtype": cfg.dtype,
+        "batch_size": cfg.batch_size,
+        "max_input_tokens": task["max_input_tokens"],
+        "max_new_tokens": task["max_new_tokens"],
+        "run_dir": str(run_dir),
+        "provenance": provenance,
+        "environment": {
+            "gqa_eval": __version__,
+            "torch": torch.__version__,
+            "transformers": _version("transformers"),
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    summary_root = sweep_dir if sweep_dir is not None else (Path(cfg.output_root) if hydra_dir else None)
+    if summary_root is not None:
+        write_summary(summary_root)
+    return result
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

@@ -1,0 +1,271 @@
+"""Task-data stage: load a task's split, map its fields, and build token-truncated model inputs.
+
+A task is data (``conf/task/*.yaml``): where its examples come from (a local copy in the hub schema, by
+default the bundled one in ``evals/data``, or the hub dataset itself), which fields hold the document,
+the reference(s) and the id, the T5 input template and the decoder-only prompt, and the paper's input
+and output lengths. Hub and local copies go through the same readers, so what is tested on the bundled
+copies is what runs on the real data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gqa_eval.paths import resolve
+
+DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+MULTI_NEWS_DOC_SEP = "|||||"
+
+
+class TaskDataError(ValueError):
+    """A task's data cannot be loaded or lacks what its config names."""
+
+
+@dataclass
+class Example:
+    """One evaluation example: its id, the template fields and its reference answer(s)."""
+
+    id: str
+    fields: dict[str, str]
+    references: list[str]
+
+
+def _get(record: Mapping[str, Any], dotted: str) -> Any:
+    """``record["a"]["b"]`` for ``"a.b"``; raises KeyError naming the missing part."""
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(part)
+        value = value[part]
+    return value
+
+
+def _text(value: Any, joiner: str = "\n") -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence):
+        return joiner.join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def dialogue(utterances: Sequence[str], speakers: Sequence[str]) -> str:
+    """MediaSum's ``utt``/``speaker`` lists as one transcript, a ``SPEAKER: utterance`` line per turn."""
+    return "\n".join(f"{s}: {u}" for s, u in zip(speakers, utterances, strict=True))
+
+
+def read_multi_news(src_path: Path, tgt_path: Path) -> dict[str, list[str]]:
+    """Multi-News raw files (``{split}.src.cleaned`` / ``.tgt``): one example a line, documents joined by
+    ``|||||``, newlines written as ``NEWLINE_CHAR``; summaries start with ``– ``."""
+    src = src_path.read_text(encoding="utf-8").splitlines()
+    tgt = tgt_path.read_text(encoding="utf-8").splitlines()
+    if len(src) != len(tgt):
+        raise TaskDataError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: the files must pair up"
+        )
+
+    def clean(line: str) -> str:
+        return re.sub(r"[ \t]*\n[ \t]*", "\n", line.replace("NEWLINE_CHAR", "\n")).strip()
+
+    documents = [
+        f" {MULTI_NEWS_DOC_SEP} ".join(clean(doc) for doc in line.split(MULTI_NEWS_DOC_SEP)) for line in src
+    ]
+    summaries = [clean(line).removeprefix("– ").strip() for line in tgt]
+    return {"document": documents, "summary": summaries}
+
+
+def _check_utf8(task: Mapping[str, Any], paths: Sequence[str | Path]) -> None:
+    """Fail early, naming the file and byte, on a text data file that is not UTF-8."""
+    for path in paths:
+        if Path(path).suffix == ".parquet":
+            continue
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    raise TaskDataError(
+                        f"task {task['name']}: data file {path} is not UTF-8 (byte {offset + err.start}: "
+                        f"{err.reason}); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+                    ) from None
+                offset += len(chunk)
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as err:
+                raise TaskDataError(
+                    f"task {task['name']}: data file {path} ends mid-character ({err.reason})"
+                ) from None
+
+
+def _local_files(task: Mapping[str, Any], root: Path, split: str) -> tuple[str, list[str]]:
+    """The ``datasets`` builder and files of ``split`` in a local file or directory."""
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(p for p in root.rglob(f"{split}*") if p.suffix in DATA_SUFFIXES)
+        if not files:
+            files = sorted(p for p in root.rglob(f"*{split}*") if p.suffix in DATA_SUFFIXES)
+    if not files:
+        raise TaskDataError(
+            f"task {task['name']}: no {split!r} data files ({', '.join(DATA_SUFFIXES)}) under {root}; "
+            "name a file with task.data.path or put files named like '{split}.jsonl' in the directory"
+        )
+    builders = {DATA_SUFFIXES[p.suffix] for p in files}
+    if len(builders) > 1:
+        raise TaskDataError(f"task {task['name']}: mixed file types under {root}: {sorted(builders)}")
+    return builders.pop(), [str(p) for p in files]
+
+
+def load_records(task: Mapping[str, Any], split: str | None = None):
+    """Load the task's split as a ``datasets.Dataset`` (hub or local, as ``task.data.source`` says)."""
+    import datasets
+
+    data = task["data"]
+    split = split or task["split"]
+    source = data["source"]
+    fmt = data.get("format", "records")
+    try:
+        if source == "local":
+            root = resolve(data["path"])
+            if not root.exists():
+                raise TaskDataError(
+                    f"task {task['name']}: data path {data['path']} does not exist; "
+                    "set task.data.path to a file or directory in the hub schema"
+                )
+            if fmt == "multi_news_raw":
+                stem = data.get("split_files", {}).get(split, split)
+                pair = [root / f"{stem}.src.cleaned", root / f"{stem}.tgt"]
+                _check_utf8(task, pair)
+                return datasets.Dataset.from_dict(read_multi_news(*pair))
+            builder, files = _local_files(task, root, split)
+            _check_utf8(task, files)
+            return datasets.load_dataset(builder, data_files={split: files}, split=split)
+        if source == "hub":
+            hub = data["hub"]
+            if fmt == "multi_news_raw":
+                from huggingface_hub import hf_hub_download
+
+                stem = data.get("split_files", {}).get(split, split)
+                paths = [
+                    hf_hub_download(
+                        hub["path"], f"data/{stem}.{ext}", repo_type="dataset", revision=hub.get("revision")
+                    )
+                    for ext in ("src.cleaned", "tgt")
+                ]
+                return datasets.Dataset.from_dict(read_multi_news(Path(paths[0]), Path(paths[1])))
+            return datasets.load_dataset(
+                hub["path"], hub.get("name"), split=split, revision=hub.get("revision")
+            )
+    except TaskDataError:
+        raise
+    except UnicodeDecodeError as err:
+        raise TaskDataError(
+            f"task {task['name']}: a data file is not UTF-8 ({err}); re-encode it as UTF-8"
+        ) from err
+    except Exception as err:  # datasets and the hub raise many types; say which task and source failed
+        raise TaskDataError(
+            f"task {task['name']}: cannot load split {split!r} from {source} source "
+            f"({_describe_source(data)}): {type(err).__name__}: {err}"
+        ) from err
+    raise TaskDataError(f"task {task['name']}: unknown data source {source!r}; use 'local' or 'hub'")
+
+
+def _describe_source(data: Mapping[str, Any]) -> str:
+    if data["source"] == "hub":
+        hub = data["hub"]
+        return f"{hub['path']}" + (f", config {hub['name']}" if hub.get("name") else "")
+    return str(data.get("path"))
+
+
+def load_examples(task: Mapping[str, Any], limit: int | None = None) -> list[Example]:
+    """Load and map the task's examples; fails before any model is loaded if a field is missing.
+
+    Args:
+        task: the task config (``conf/task/*.yaml``).
+        limit: keep the first ``limit`` examples (None = all).
+
+    Returns:
+        The examples, in dataset order.
+    """
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be a positive number of examples or null for all, got {limit}")
+    records = load_records(task)
+    if len(records) == 0:
+        raise TaskDataError(
+            f"task {task['name']}: split {task['split']!r} of {_describe_source(task['data'])} is empty"
+        )
+    if limit is not None:
+        records = records.select(range(min(limit, len(records))))
+    fields: Mapping[str, Any] = task["fields"]
+    examples = []
+    for i, record in enumerate(records):
+        try:
+            examples.append(_map_record(task, fields, record, i))
+        except KeyError as err:
+            raise TaskDataError(
+                f"task {task['name']}: field {err.args[0]!r} is missing in {_describe_source(task['data'])} "
+                f"(split {task['split']}); the records have fields {sorted(record)}. "
+                "Fix task.fields or point task.data at a copy in the hub schema"
+            ) from None
+    return examples
+
+
+def _map_record(
+    task: Mapping[str, Any], fields: Mapping[str, Any], record: Mapping[str, Any], i: int
+) -> Example:
+    mapped: dict[str, str] = {}
+    for name, spec in fields.get("inputs", {}).items():
+        if name == "dialogue":
+            mapped["document"] = dialogue(_get(record, spec["utterances"]), _get(record, spec["speakers"]))
+        else:
+            mapped[name] = _text(_get(record, spec), joiner=task.get("join_lists_with", "\n"))
+    references: list[str] = []
+    specs = fields["references"]
+    for spec in [specs] if isinstance(specs, str) else specs:
+        value = _get(record, spec)
+        for ref in [value] if isinstance(value, str) else value:
+            if ref not in references:
+                references.append(ref)
+    id_field = fields.get("id")
+    ex_id = str(_get(record, id_field)) if id_field else f"{task['name']}-{task['split']}-{i}"
+    return Example(id=ex_id, fields=mapped, references=references)
+
+
+def encode(
+    task: Mapping[str, Any], examples: Sequence[Example], tokenizer, decoder_only: bool
+) -> list[list[int]]:
+    """Token ids of each example's model input, at most ``task.max_input_tokens`` long.
+
+    The template (T5 prefix, or the decoder-only prompt) is filled with the example's fields and
+    tokenized as one text, so an input that fits is exactly what the template says. One that does not fit
+    has only the field named by ``task.truncate`` cut, by tokens, keeping its start: the instruction and
+    any text after the document (``Summary:``) survive truncation.
+    """
+    template = task["prompt_template"] if decoder_only else task["input_template"]
+    field = task["truncate"]
+    if "{" + field + "}" not in template:
+        raise TaskDataError(f"task {task['name']}: template {template!r} has no {{{field}}} to truncate")
+    limit = task["max_input_tokens"]
+    out = []
+    for ex in examples:
+        ids = tokenizer.encode(template.format(**ex.fields))
+        if len(ids) > limit:
+            body = tokenizer.encode(ex.fields[field], add_special_tokens=False)
+            keep = len(body) - (len(ids) - limit)
+            while len(ids) > limit:  # re-tokenizing at the cut can add a token or two: shrink until it fits
+                if keep <= 0:
+                    raise TaskDataError(
+                        f"task {task['name']}: max_input_tokens={limit} leaves no room for the {field} "
+                        "after the template; raise task.max_input_tokens"
+                    )
+                cut = tokenizer.decode(body[:keep], skip_special_tokens=True)
+                ids = tokenizer.encode(template.format(**{**ex.fields, field: cut}))
+                keep -= max(1, len(ids) - limit)
+        out.append(ids)
+    return out

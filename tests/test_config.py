@@ -1,0 +1,56 @@
+"""Every model x task config composes, and the composed values are what the paper sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+BASES = sorted(p.stem for p in (CONF / "base").glob("*.yaml"))
+PAPER_LENGTHS = {
+    "cnn_dm": (512, 256, "rouge1"),
+    "wmt_en_de": (512, 256, "bleu"),
+    "arxiv": (2048, 512, "rouge1"),
+    "pubmed": (2048, 512, "rouge1"),
+    "mediasum": (2048, 512, "rouge1"),
+    "multi_news": (2048, 512, "rouge1"),
+    "trivia_qa": (2048, 32, "f1"),
+}
+
+
+def test_config_groups_are_complete():
+    assert set(MODELS) == {"mha", "gqa2", "gqa4", "gqa8", "mqa", "gqa"}
+    assert set(TASKS) == set(PAPER_LENGTHS)
+    assert "tiny_t5" in BASES
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "gqa"])
+@pytest.mark.parametrize("task", TASKS)
+def test_model_task_composes(compose_cfg, model, task):
+    cfg = compose_cfg([f"model={model}", f"task={task}"])
+    assert cfg.model.name == model and cfg.task.name == task
+    assert cfg.model.conversion == "mean"
+    expected = {"mha": None, "gqa8": 8, "gqa4": 4, "gqa2": 2, "mqa": 1}[model]
+    assert cfg.model.kv_heads == expected
+    max_in, max_out, primary = PAPER_LENGTHS[task]
+    assert (cfg.task.max_input_tokens, cfg.task.max_new_tokens, cfg.task.primary_metric) == (
+        max_in,
+        max_out,
+        primary,
+    )
+    assert cfg.task.split == "validation"
+    assert cfg.task.primary_metric in cfg.task.metrics
+
+
+def test_gqa_takes_kv_heads_from_command_line(compose_cfg):
+    cfg = compose_cfg(["model=gqa", "model.kv_heads=4"])
+    assert cfg.model.name == "gqa4" and cfg.model.kv_heads == 4
+
+
+def test_defaults(compose_cfg):
+    cfg = compose_cfg()
+    assert (cfg.base.name, cfg.model.name, cfg.task.name) == ("tiny_t5", "mha", "cnn_dm")
+    assert cfg.limit is None and cfg.seed == 0 and cfg.dtype == "float32"

@@ -1,0 +1,90 @@
+"""End to end: evaluate() on the bundled tiny checkpoints, the console script, and a real multirun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gqa_eval.evaluate import evaluate
+from gqa_eval.summary import COLUMNS
+
+GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")
+QUICK = ["limit=3", "task.max_new_tokens=6", "batch_size=2"]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(("base", "model"), [("tiny_t5", "gqa4"), ("tiny_llama", "mqa")])
+def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
+    cfg = compose_cfg([f"base={base}", f"model={model}", "task=trivia_qa", *QUICK])
+    result = evaluate(cfg, output_dir=tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
+    assert len(rows) == 3 and {"id", "input", "prediction", "references"} <= set(rows[0])
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["score"] == result["score"] == result["metrics"]["f1"]
+    assert saved["n_samples"] == 3 and saved["metric"] == "f1"
+    assert saved["kv_heads"] == {"gqa4": 4, "mqa": 1}[model] and saved["n_heads"] == 16
+    assert saved["arch"] == {"tiny_t5": "t5", "tiny_llama": "llama"}[base]
+    assert saved["time_per_sample_s"] > 0 and saved["timing"]["timed_samples"] == 3
+    assert saved["timing"]["generated_tokens"] <= 3 * 6
+
+
+def test_same_output_every_time(compose_cfg, tmp_path):
+    cfg = compose_cfg(["model=gqa8", "task=wmt_en_de", *QUICK])
+    first = evaluate(cfg, output_dir=tmp_path / "a")
+    second = evaluate(cfg, output_dir=tmp_path / "b")
+    assert (tmp_path / "a/predictions.jsonl").read_text() == (tmp_path / "b/predictions.jsonl").read_text()
+    assert first["metrics"] == second["metrics"]
+
+
+def test_console_script_single_run(tmp_path):
+    proc = subprocess.run(
+        [GQA_EVAL, "model=gqa8", "task=cnn_dm", f"output_root={tmp_path}", "progress=false", *QUICK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = list(tmp_path.glob("runs/*/result.json"))
+    assert len(results) == 1
+    rows = read_csv(tmp_path / "summary.csv")
+    assert len(rows) == 1 and rows[0]["model"] == "gqa8" and rows[0]["task"] == "cnn_dm"
+    assert list(rows[0]) == COLUMNS
+
+
+def test_multirun_writes_one_summary_row_per_job(tmp_path):
+    proc = subprocess.run(
+        [GQA_EVAL, "-m", "model=mha,mqa", "task=cnn_dm,wmt_en_de", f"output_root={tmp_path}",
+         "progress=false", *QUICK],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (sweep,) = list((tmp_path / "multirun").iterdir())
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted((r["model"], r["task"]) for r in rows) == [
+        ("mha", "cnn_dm"), ("mha", "wmt_en_de"), ("mqa", "cnn_dm"), ("mqa", "wmt_en_de"),
+    ]  # fmt: skip
+    assert {r["metric"] for r in rows} == {"rouge1", "bleu"}
+    assert {r["kv_heads"] for r in rows if r["model"] == "mqa"} == {"1"}
+
+
+def test_bad_kv_heads_fails_without_writing_results(tmp_path):
+    proc = subprocess.run(
+        [GQA_EVAL, "model=gqa", "model.kv_heads=3", f"output_root={tmp_path}", "progress=false", *QUICK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "kv_heads=3 does not divide the model's 16 key/value heads" in proc.stderr
+    assert not list(tmp_path.rglob("result.json"))
