@@ -8,7 +8,7 @@ import secrets
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gqa_eval.evaluate import evaluate
+from gqa_eval.evaluate import convert, evaluate
 from gqa_eval.paths import PROJECT_ROOT
 
 # One id per process: run and sweep directories started in the same second stay apart.
@@ -20,3 +20,8 @@ if not OmegaConf.has_resolver("gqa_eval.uid"):
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="convert")
+def convert_main(cfg: DictConfig) -> None:
+    convert(cfg)

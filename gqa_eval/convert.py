@@ -14,7 +14,9 @@ pooled K/V projections are new tensors, so a real-size model is never held twice
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -194,6 +196,34 @@ def set_t5_kv_heads(model: T5ForConditionalGeneration, kv_heads: int) -> None:
     model.config.num_key_value_heads = kv_heads
     model.decoder.config.num_key_value_heads = kv_heads
     model.decoder.config._attn_implementation = ATTN_IMPLEMENTATION
+
+
+def save_converted(
+    model: nn.Module, tokenizer, out: str | Path, overwrite: bool = False, **provenance
+) -> Path:
+    """Save a converted model as a checkpoint ``load_checkpoint`` reloads: safetensors weights, a config
+    recording ``num_key_value_heads`` and ``gqa_conversion``, the tokenizer, and ``gqa_conversion.json``
+    (where it came from and how it was made).
+
+    Raises:
+        FileExistsError: ``out`` holds files and ``overwrite`` is false (nothing is touched then).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    n_heads, kv_heads = attention_heads(model)
+    record = {
+        "arch": architecture(model),
+        "n_heads": n_heads,
+        "kv_heads": kv_heads,
+        "history": getattr(model.config, "gqa_conversion", []),
+        **provenance,
+    }
+    (out / "gqa_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
 
 
 class T5GQAForConditionalGeneration(T5ForConditionalGeneration):

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gqa_eval import __version__, metrics
-from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, head_dim
+from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, head_dim, save_converted
 from gqa_eval.generate import generate
 from gqa_eval.models import checkpoint_files_digest, load_checkpoint
 from gqa_eval.summary import write_atomic, write_summary
@@ -81,6 +81,35 @@ def make_variant(cfg: DictConfig):
         "conversion": OmegaConf.to_container(variant, resolve=True),
     }
     return model, tokenizer, provenance
+
+
+def convert(cfg: DictConfig) -> Path:
+    """``gqa-eval-convert``: load ``cfg.base``, convert it to ``cfg.kv_heads`` and save it to ``cfg.out``."""
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
+    base = cfg.base
+    model, tokenizer = load_checkpoint(
+        base.path,
+        revision=base.get("revision"),
+        dtype=cfg.dtype,
+        device="cpu",
+        allow_pickle=base.get("allow_pickle", False),
+        trust_remote_code=base.get("trust_remote_code", False),
+    )
+    convert_to_gqa(model, int(cfg.kv_heads), method=cfg.method, seed=cfg.seed)
+    save_converted(
+        model, tokenizer, out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
+        revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,
+    )  # fmt: skip
+    print(f"wrote {out}: {base.name} with kv_heads={cfg.kv_heads} ({cfg.method})")
+    return out
+
+
+def conversion_method(model) -> str | None:
+    """How the model's K/V heads were last pooled (from ``config.gqa_conversion``), None if never."""
+    history = getattr(model.config, "gqa_conversion", None) or []
+    return history[-1]["method"] if history else None
 
 
 def kv_cache_bytes(model, dtype: torch.dtype) -> dict[str, int]:
@@ -177,7 +206,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "arch": architecture(model),
         "n_heads": n_heads,
         "kv_heads": kv_heads,
-        "conversion": cfg.model.conversion if cfg.model.get("kv_heads") is not None else None,
+        "conversion": conversion_method(model),
         "task": task["name"],
         "split": task["split"],
         "n_samples": len(examples),

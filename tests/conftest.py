@@ -74,10 +74,12 @@ def batch() -> dict[str, torch.Tensor]:
 def compose_cfg(tmp_path):
     """compose(overrides) -> the app's config, with outputs under tmp_path."""
 
-    def _compose(overrides: list[str] = ()):
+    def _compose(overrides: list[str] = (), config_name: str = "config"):
         GlobalHydra.instance().clear()
+        if config_name == "config":
+            overrides = [f"output_root={tmp_path}", "progress=false", *overrides]
         with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-            return compose("config", overrides=[f"output_root={tmp_path}", "progress=false", *overrides])
+            return compose(config_name, overrides=list(overrides))
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -4,6 +4,7 @@ repeated per group, the cache holds G heads, and bad requests raise with the num
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -212,3 +213,28 @@ def test_unsupported_architecture_and_method_raise():
         convert_to_gqa(gpt2, 1)
     with pytest.raises(ValueError, match="unknown conversion method 'median'"):
         convert_to_gqa(make_t5(), 2, method="median")
+
+
+def test_convert_command_output_evaluates_like_on_the_fly(compose_cfg, tmp_path):
+    from gqa_eval.evaluate import convert, evaluate
+
+    out = tmp_path / "gqa4"
+    convert(compose_cfg([f"out={out}", "kv_heads=4"], config_name="convert"))
+    record = json.loads((out / "gqa_conversion.json").read_text())
+    assert (record["kv_heads"], record["n_heads"], record["base"]) == (4, 16, "tiny_t5")
+    saved, _ = load_checkpoint(str(out))
+    fresh, _ = load_checkpoint("evals/checkpoints/tiny_t5")
+    convert_to_gqa(fresh, 4)
+    ids = torch.randint(3, 500, (2, 20), generator=torch.Generator().manual_seed(0))
+    dec = torch.zeros((2, 3), dtype=torch.long)
+    with torch.no_grad():
+        assert torch.equal(saved(input_ids=ids, decoder_input_ids=dec).logits,
+                           fresh(input_ids=ids, decoder_input_ids=dec).logits)  # fmt: skip
+    quick = ["task=wmt_en_de", "limit=2", "task.max_new_tokens=5"]
+    a = evaluate(compose_cfg(["model=saved", f"model.checkpoint={out}", *quick]), output_dir=tmp_path / "a")
+    b = evaluate(compose_cfg(["model=gqa4", *quick]), output_dir=tmp_path / "b")
+    assert a["kv_heads"] == b["kv_heads"] == 4
+    assert (tmp_path / "a/predictions.jsonl").read_text() == (tmp_path / "b/predictions.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="is not empty"):
+        convert(compose_cfg([f"out={out}", "kv_heads=2"], config_name="convert"))
+    assert json.loads((out / "gqa_conversion.json").read_text())["kv_heads"] == 4
