@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gqa_eval import __version__, metrics
-from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, head_dim, save_converted
+from gqa_eval import __version__, metrics, roofline
+from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, save_converted
 from gqa_eval.generate import generate
 from gqa_eval.models import checkpoint_files_digest, load_checkpoint
 from gqa_eval.summary import write_atomic, write_summary
@@ -112,24 +111,6 @@ def conversion_method(model) -> str | None:
     return history[-1]["method"] if history else None
 
 
-def kv_cache_bytes(model, dtype: torch.dtype) -> dict[str, int]:
-    """KV-cache bytes per token from the geometry: layers x 2 (K and V) x kv_heads x head_dim x bytes.
-
-    For T5 the decoder self-attention cache grows per generated token and the cross-attention cache per
-    source token; a decoder-only model has one cache that grows with prompt and output alike.
-    """
-    _, kv_heads = attention_heads(model)
-    per_layer = 2 * kv_heads * head_dim(model) * torch.finfo(dtype).bits // 8
-    config = model.config
-    if architecture(model) == "t5":
-        layers = config.num_decoder_layers or config.num_layers
-        return {
-            "kv_cache_bytes_per_token": layers * per_layer,
-            "cross_kv_cache_bytes_per_source_token": layers * per_layer,
-        }
-    return {"kv_cache_bytes_per_token": config.num_hidden_layers * per_layer}
-
-
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` (a variant of ``cfg.base``) on ``cfg.task``.
 
@@ -182,7 +163,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             sink.flush()
             os.fsync(sink.fileno())
 
-        timer = Timer(device=device)
+        timer = Timer(device=device, mode=cfg.timing.mode)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         predictions = generate(
             model,
             tokenizer,
@@ -200,6 +183,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     options = dict(task.get("metric_options") or {})
     scores, details = metrics.score_with_details(task["metrics"], preds, refs, **options)
     timing = timer.summary()
+    dtype = next(model.parameters()).dtype
     result = {
         "model": cfg.model.name,
         "base": cfg.base.name,
@@ -214,11 +198,20 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "score": scores[task["primary_metric"]],
         "metrics": scores,
         "metric_details": details,
+        "timing_mode": timing["mode"],
         "time_per_sample_s": timing["time_per_sample_s"],
+        "prefill_s_per_sample": timing["prefill_s_per_sample"],
+        "decode_s_per_token": timing["decode_s_per_token"],
         "tokens_per_s": timing["tokens_per_s"],
-        "timing": timing,
         "peak_mem_mb": peak_memory_mb(device),
-        **kv_cache_bytes(model, next(model.parameters()).dtype),
+        **roofline.kv_cache_bytes(model, dtype),
+        **roofline.measured_kv_bytes(timer.batches),
+        **(
+            roofline.decode_floor(model, timer.batches, roofline.hardware_rates(device, dtype))
+            if cfg.timing.roofline
+            else {}
+        ),  # fmt: skip
+        "timing": timing,
         "params": sum(p.numel() for p in model.parameters()),
         "device": str(device),
         "dtype": cfg.dtype,
@@ -227,16 +220,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "max_new_tokens": task["max_new_tokens"],
         "run_dir": str(run_dir),
         "provenance": provenance,
-        "environment": {
-            "gqa_eval": __version__,
-            "torch": torch.__version__,
-            "transformers": _version("transformers"),
-            "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine(),
-        },
+        "environment": {"gqa_eval": __version__, **roofline.environment(device, dtype)},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -244,9 +228,3 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     if summary_root is not None:
         write_summary(summary_root)
     return result
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)

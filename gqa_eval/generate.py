@@ -2,8 +2,11 @@
 
 Examples are sorted by input length (longest first, so an out-of-memory batch shows at once and batches
 carry little padding). Each batch is greedy-decoded (``do_sample=False, num_beams=1``, as the paper) to
-the task's output length, timed by ``timing.Timer``, and passed to ``on_batch`` as soon as it is done, so
-the caller can stream it to disk. One untimed warm-up call runs first.
+the task's output length and timed by ``timing.Timer``: wall time, time to first token and every decode
+step (through a logits processor), and the KV cache it ends with. In the fixed-work mode every example
+decodes exactly ``max_new_tokens`` tokens and the prediction is cut where greedy decoding would have
+stopped. One untimed warm-up call runs first. Each batch goes to ``on_batch`` as soon as it is done, so
+the caller can stream it to disk.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
 
-from gqa_eval.timing import Timer
+from gqa_eval.timing import Timer, kv_cache_parts
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """The model produced NaN or infinite logits."""
 
 
 def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,8 +35,11 @@ def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch
     return input_ids, mask
 
 
-def _new_token_counts(new: torch.Tensor, eos_ids: set[int]) -> list[int]:
-    """Tokens generated per row, up to and including the first EOS."""
+def _natural_lengths(new: torch.Tensor, eos_ids: set[int], stops: list[int | None] | None) -> list[int]:
+    """Tokens each row generated when decoding stops at EOS (EOS included), from the output or, in the
+    fixed-work mode, from the step at which greedy decoding would have picked EOS."""
+    if stops is not None:
+        return [new.shape[1] if s is None else s + 1 for s in stops]
     counts = []
     for row in new.tolist():
         n = len(row)
@@ -57,11 +68,11 @@ def generate(
 
     Args:
         model: a seq2seq or causal LM in eval mode.
-        tokenizer: its tokenizer (for pad/EOS ids and decoding).
+        tokenizer: its tokenizer (for pad ids and decoding).
         inputs: token ids per example.
         max_new_tokens: the task's output length.
         batch_size: examples per ``generate`` call.
-        timer: records the wall time of each batch.
+        timer: records every batch; its ``mode`` (natural or fixed) decides whether EOS stops decoding.
         on_batch: called with (example indices, predictions) after each batch.
         skip: indices not to generate (already predicted).
         progress: show a progress bar.
@@ -69,6 +80,9 @@ def generate(
 
     Returns:
         Prediction text by example index.
+
+    Raises:
+        NonFiniteLogitsError: the model produced NaN/inf logits (a broken checkpoint or dtype overflow).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -79,29 +93,59 @@ def generate(
     order = sorted((i for i in range(len(inputs)) if i not in skip), key=lambda i: -len(inputs[i]))
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
-    gen_kwargs = {"do_sample": False, "num_beams": 1, "pad_token_id": pad_id}
 
-    def run(idx: list[int], new_tokens: int) -> torch.Tensor:
+    def run(idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
         input_ids, mask = _pad([inputs[i] for i in idx], pad_id, left=decoder_only)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=new_tokens,
-                **gen_kwargs,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad_id,
+                logits_processor=LogitsProcessorList(processors),
+                return_dict_in_generate=True,
+                output_scores=False,
             )
         # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
-        return out[:, input_ids.shape[1] :] if decoder_only else out[:, 1:]
+        new = out.sequences[:, input_ids.shape[1] :] if decoder_only else out.sequences[:, 1:]
+        return new, out.cache, input_ids.shape[1]
 
-    if batches:
-        run(batches[0], min(4, max_new_tokens))  # warm-up: allocator, kernels, caches; not timed
+    if batches:  # warm-up: allocator, kernels, caches; not timed
+        run(batches[0], min(4, max_new_tokens), [])
     predictions: dict[int, str] = {}
     for idx in tqdm(batches, desc=description, unit="batch", disable=not progress):
-        with timer.batch(len(idx)) as record:
-            new = run(idx, max_new_tokens)
-        record.new_tokens = sum(_new_token_counts(new, eos_ids))
+        steps = timer.step_clock(eos_ids)
+        with timer.batch(len(idx), steps) as record:
+            new, cache, width = run(idx, max_new_tokens, [steps, _FiniteCheck()])
+        lengths = _natural_lengths(new, eos_ids, steps.natural_stop if timer.mode == "fixed" else None)
+        record.new_tokens = new.numel() if timer.mode == "fixed" else sum(lengths)
+        record.input_tokens = width
+        record.cache_bytes = kv_cache_parts(cache)
+        record.cache_tokens = {"self": cache.get_seq_length()} if cache is not None else {}
+        if "cross" in record.cache_bytes:
+            record.cache_tokens["cross"] = width
+        del cache
+        if timer.mode == "fixed":  # the natural prediction: cut where greedy decoding would have stopped
+            new = [row[: n - 1 if steps.natural_stop[i] is not None else n] for i, (row, n) in
+                   enumerate(zip(new.tolist(), lengths, strict=True))]  # fmt: skip
         texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         predictions.update(zip(idx, texts, strict=True))
         if on_batch is not None:
             on_batch(idx, texts)
     return predictions
+
+
+class _FiniteCheck:
+    """Logits processor raising on NaN/inf logits, which would otherwise decode into silent garbage."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        broken = torch.isnan(scores) | torch.isposinf(scores)  # -inf is how processors mask tokens
+        if broken.any():
+            bad = broken.any(dim=-1).nonzero().flatten().tolist()
+            raise NonFiniteLogitsError(
+                f"non-finite (NaN/inf) logits at generation step {input_ids.shape[1]} in batch rows {bad}: "
+                "the checkpoint is broken or the dtype overflows; try dtype=float32"
+            )
+        return scores

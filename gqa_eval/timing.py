@@ -1,9 +1,16 @@
 """Timing stage: one timer API for every path that measures inference cost.
 
-The clock is ``time.perf_counter``; on CUDA the device is synchronised before each reading, so a figure
-covers the kernels it launched and not only their launch. Warm-up work is run outside the timer, so what
-is recorded is steady-state cost. Each timed batch is kept, and the summary reports totals (time per
-sample, the paper's T_infer analogue; tokens per second) and the median and spread over batches.
+Clocks: on CPU ``time.perf_counter``; on CUDA, CUDA events recorded in the stream and read after the
+batch, so the figures cover the kernels and not only their launch. Warm-up work is run outside the
+timer. Each timed batch keeps its wall time, its time to first token (prefill: the encoder plus the
+first decoder step, or the prompt forward) and the time of every later decode step, read by a logits
+processor (:class:`StepClock`) that generate() calls once per step, right after that step's forward
+pass. Summaries report totals (time per sample, the paper's T_infer analogue; tokens per second) and
+medians with their spread over batches and steps.
+
+``StepClock`` also implements the fixed-work timing mode: it suppresses EOS so every example decodes
+exactly ``max_new_tokens`` tokens (identical work for every variant), and records, per row, the step at
+which greedy decoding would have stopped, so the prediction scored is the natural one.
 """
 
 from __future__ import annotations
@@ -12,20 +19,80 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from transformers import LogitsProcessor
+
+MODES = ("natural", "fixed")
 
 
 @dataclass
 class BatchTiming:
-    """One timed batch."""
+    """One timed batch: wall time, prefill time and decode step times, in seconds."""
 
     seconds: float
     samples: int
-    new_tokens: int
+    new_tokens: int = 0
+    prefill: float | None = None
+    steps: list[float] = field(default_factory=list)
+    input_tokens: int = 0  # padded input width of the batch
+    cache_bytes: dict[str, int] = field(default_factory=dict)  # KV cache at the end, by part
+    cache_tokens: dict[str, int] = field(default_factory=dict)  # positions per row the cache holds, by part
+
+
+class _Clock:
+    """Timestamps: ``perf_counter`` floats on CPU, recorded CUDA events on GPU."""
+
+    def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter):
+        self.cuda = device.type == "cuda"
+        self.clock = clock
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return self.clock()
+
+    def elapsed(self, start, end) -> float:
+        if self.cuda:
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return end - start
+
+
+class StepClock(LogitsProcessor):
+    """A logits processor that timestamps every generation step and, in fixed mode, suppresses EOS.
+
+    Args:
+        clock: timestamps (shared with the batch timer, so all marks are comparable).
+        eos_ids: end-of-sequence token ids.
+        fixed: suppress EOS so every row decodes to ``max_new_tokens``.
+    """
+
+    def __init__(self, clock: _Clock, eos_ids: set[int], fixed: bool):
+        self.clock = clock
+        self.eos_ids = sorted(eos_ids)
+        self.fixed = fixed
+        self.marks: list = []
+        self.natural_stop: list[int | None] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = len(self.marks)
+        self.marks.append(self.clock.mark())
+        if self.fixed and self.eos_ids:
+            if self.natural_stop is None:
+                self.natural_stop = [None] * scores.shape[0]
+            chosen = scores.argmax(dim=-1).tolist()  # what greedy decoding picks before EOS is masked
+            for row, tok in enumerate(chosen):
+                if self.natural_stop[row] is None and tok in self.eos_ids:
+                    self.natural_stop[row] = step
+            scores = scores.clone()
+            scores[:, self.eos_ids] = torch.finfo(scores.dtype).min
+        return scores
 
 
 @dataclass
@@ -33,44 +100,80 @@ class Timer:
     """Times batches of generation on ``device``; ``clock`` is injectable for tests."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    clock: object = time.perf_counter
+    clock: Callable[[], float] = time.perf_counter
+    mode: str = "natural"
     batches: list[BatchTiming] = field(default_factory=list)
 
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return self.clock()
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown timing mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        self._clock = _Clock(self.device, self.clock)
+
+    def step_clock(self, eos_ids: set[int]) -> StepClock:
+        """A fresh per-step clock for the next batch (pass it to ``generate(logits_processor=...)``)."""
+        return StepClock(self._clock, eos_ids, fixed=self.mode == "fixed")
 
     @contextmanager
-    def batch(self, samples: int) -> Iterator[BatchTiming]:
+    def batch(self, samples: int, steps: StepClock | None = None) -> Iterator[BatchTiming]:
         """Time one batch of ``samples`` examples; set ``.new_tokens`` on the yielded record."""
-        record = BatchTiming(seconds=0.0, samples=samples, new_tokens=0)
-        start = self._now()
+        record = BatchTiming(seconds=0.0, samples=samples)
+        start = self._clock.mark()
         yield record
-        record.seconds = self._now() - start
+        end = self._clock.mark()
+        record.seconds = self._clock.elapsed(start, end)
+        if steps is not None and steps.marks:
+            record.prefill = self._clock.elapsed(start, steps.marks[0])
+            record.steps = [
+                self._clock.elapsed(a, b) for a, b in zip(steps.marks, steps.marks[1:], strict=False)
+            ]
         self.batches.append(record)
 
-    def summary(self) -> dict[str, float | int | None]:
-        """Totals and per-batch statistics of everything timed so far."""
+    def summary(self) -> dict[str, float | int | str | None]:
+        """Totals and medians (with spread) of everything timed so far."""
         seconds = sum(b.seconds for b in self.batches)
         samples = sum(b.samples for b in self.batches)
         tokens = sum(b.new_tokens for b in self.batches)
         per_sample = [b.seconds / b.samples for b in self.batches if b.samples]
+        prefill = [b.prefill / b.samples for b in self.batches if b.prefill is not None]
+        steps = [s for b in self.batches for s in b.steps]
+        accounted = sum((b.prefill or 0.0) + sum(b.steps) for b in self.batches)
         return {
+            "mode": self.mode,
             "timed_batches": len(self.batches),
             "timed_samples": samples,
             "generated_tokens": tokens,
             "total_s": seconds,
             "time_per_sample_s": seconds / samples if samples else None,
             "tokens_per_s": tokens / seconds if seconds > 0 else None,
-            "batch_time_per_sample_median_s": statistics.median(per_sample) if per_sample else None,
-            "batch_time_per_sample_min_s": min(per_sample) if per_sample else None,
-            "batch_time_per_sample_max_s": max(per_sample) if per_sample else None,
+            "prefill_s_per_sample": sum(b.prefill or 0.0 for b in self.batches) / samples
+            if prefill
+            else None,
+            "decode_s_per_token": statistics.median(steps) if steps else None,
+            "decode_steps": len(steps),
+            "accounted_fraction": accounted / seconds if seconds > 0 else None,
+            **_spread("batch_time_per_sample", per_sample),
+            **_spread("prefill_per_sample", prefill),
+            **_spread("decode_step", steps),
         }
 
 
+def _spread(name: str, values: list[float]) -> dict[str, float | None]:
+    """Median, quartiles and extremes of ``values`` under ``name``."""
+    if not values:
+        return {f"{name}_median_s": None}
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {
+        f"{name}_median_s": statistics.median(values),
+        f"{name}_q1_s": q[0],
+        f"{name}_q3_s": q[2],
+        f"{name}_min_s": min(values),
+        f"{name}_max_s": max(values),
+    }
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: CUDA allocator peak on GPU, resident set size on CPU."""
+    """Peak memory: the CUDA allocator's peak on GPU; on CPU the process's peak resident set (the model
+    included)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -79,13 +182,21 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def cache_bytes(cache) -> int:
     """Bytes held by a transformers KV cache (``DynamicCache``, or ``EncoderDecoderCache``: self + cross)."""
+    return sum(kv_cache_parts(cache).values())
+
+
+def kv_cache_parts(cache) -> dict[str, int]:
+    """Bytes of a KV cache by part: ``self`` (and ``cross`` for encoder-decoder caches)."""
     if cache is None:
-        return 0
+        return {"self": 0}
     if hasattr(cache, "self_attention_cache"):
-        return cache_bytes(cache.self_attention_cache) + cache_bytes(cache.cross_attention_cache)
+        return {
+            "self": cache_bytes(cache.self_attention_cache),
+            "cross": cache_bytes(cache.cross_attention_cache),
+        }
     total = 0
     for layer in getattr(cache, "layers", []):
         for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
-    return total
+    return {"self": total}

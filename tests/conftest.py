@@ -55,6 +55,12 @@ def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, see
     return spread_weights(model_cls(config), seed=seed)
 
 
+@pytest.fixture(autouse=True)
+def _rates_cache(tmp_path_factory, monkeypatch):
+    """Hardware rates are measured once per test session, into a temporary cache, not the user's."""
+    monkeypatch.setenv("GQA_EVAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "gqa_eval_cache"))
+
+
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     """A padded batch of source ids (row 0 padded) and decoder ids."""

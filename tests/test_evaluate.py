@@ -33,8 +33,22 @@ def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
     assert saved["n_samples"] == 3 and saved["metric"] == "f1"
     assert saved["kv_heads"] == {"gqa4": 4, "mqa": 1}[model] and saved["n_heads"] == 16
     assert saved["arch"] == {"tiny_t5": "t5", "tiny_llama": "llama"}[base]
-    assert saved["time_per_sample_s"] > 0 and saved["timing"]["timed_samples"] == 3
-    assert saved["timing"]["generated_tokens"] <= 3 * 6
+    assert saved["timing"]["timed_samples"] == 3 and saved["timing"]["generated_tokens"] <= 3 * 6
+    for key in ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s", "peak_mem_mb",
+                "kv_cache_bytes_per_token", "decode_floor_s_per_step", "decode_floor_ratio"):  # fmt: skip
+        assert saved[key] > 0, key
+    assert saved["kv_cache_bytes_per_token_measured"] == saved["kv_cache_bytes_per_token"]
+    assert saved["timing_mode"] == "natural" and saved["decode_bound"] in ("memory", "compute")
+    assert {"device_name", "torch", "transformers", "threads", "dtype"} <= set(saved["environment"])
+
+
+def test_fixed_timing_mode_scores_like_natural(compose_cfg, tmp_path):
+    natural = evaluate(compose_cfg(["model=gqa4", "task=wmt_en_de", *QUICK]), output_dir=tmp_path / "n")
+    fixed = evaluate(
+        compose_cfg(["model=gqa4", "task=wmt_en_de", "timing.mode=fixed", *QUICK]), output_dir=tmp_path / "f"
+    )
+    assert fixed["timing_mode"] == "fixed" and fixed["timing"]["generated_tokens"] == 3 * 6
+    assert fixed["metrics"] == natural["metrics"]
 
 
 def test_same_output_every_time(compose_cfg, tmp_path):
