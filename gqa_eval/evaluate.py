@@ -20,6 +20,8 @@ from gqa_eval import __version__, metrics, roofline
 from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, save_converted
 from gqa_eval.generate import generate
 from gqa_eval.models import checkpoint_files_digest, load_checkpoint
+from gqa_eval.paths import resolve
+from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
 from gqa_eval.summary import write_atomic, write_summary
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer, peak_memory_mb
@@ -122,6 +124,11 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         The contents of ``result.json``.
     """
     hydra_dir, sweep_dir = _hydra_dirs()
+    resume = cfg.get("resume", True)
+    if isinstance(resume, str):  # resume=PATH: continue the run in PATH
+        output_dir = resolve(resume)
+        if not (output_dir / PREDICTIONS).is_file():
+            raise FileNotFoundError(f"resume={resume}: no {PREDICTIONS} there to resume from")
     run_dir = Path(output_dir) if output_dir is not None else hydra_dir
     if run_dir is None:
         raise ValueError("evaluate() outside Hydra needs output_dir=")
@@ -141,6 +148,12 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     _check_writable(run_dir)
 
     examples = load_examples(task, cfg.limit)
+    if resume is False and (run_dir / PREDICTIONS).is_file():
+        raise FileExistsError(
+            f"{run_dir / PREDICTIONS} exists and resume=false; run in a new directory or set resume=true"
+        )
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    done = load_predictions(run_dir, fingerprint(plain, task, [ex.id for ex in examples]))
     torch.manual_seed(cfg.seed)
     model, tokenizer, provenance = make_variant(cfg)
     decoder_only = not model.config.is_encoder_decoder
@@ -148,12 +161,12 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     device = next(model.parameters()).device
     n_heads, kv_heads = attention_heads(model)
 
-    pred_path = run_dir / "predictions.jsonl"
-    with pred_path.open("w", encoding="utf-8") as sink:
+    with (run_dir / PREDICTIONS).open("a", encoding="utf-8") as sink:
 
         def write_batch(indices: list[int], texts: list[str]) -> None:
             for i, text in zip(indices, texts, strict=True):
                 row = {
+                    "index": i,
                     "id": examples[i].id,
                     "input": tokenizer.decode(inputs[i], skip_special_tokens=True),
                     "prediction": text,
@@ -174,15 +187,23 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             batch_size=cfg.batch_size,
             timer=timer,
             on_batch=write_batch,
+            skip=set(done),
             progress=cfg.get("progress", True),
             description=f"{cfg.model.name} {task['name']}",
         )
 
+    predictions.update({i: row["prediction"] for i, row in done.items()})
     preds = [predictions[i] for i in range(len(examples))]
     refs = [ex.references for ex in examples]
     options = dict(task.get("metric_options") or {})
     scores, details = metrics.score_with_details(task["metrics"], preds, refs, **options)
     timing = timer.summary()
+    if done:  # the timer saw only this session's examples
+        timing["partial"] = True
+        timing["covers"] = (
+            f"{timing['timed_samples']} of {len(examples)} examples; {len(done)} were predicted by an "
+            "earlier, interrupted session of this run and are not timed"
+        )
     dtype = next(model.parameters()).dtype
     result = {
         "model": cfg.model.name,
@@ -221,7 +242,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "run_dir": str(run_dir),
         "provenance": provenance,
         "environment": {"gqa_eval": __version__, **roofline.environment(device, dtype)},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": plain,
     }
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     summary_root = sweep_dir if sweep_dir is not None else (Path(cfg.output_root) if hydra_dir else None)

@@ -65,7 +65,19 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         )
     if not (path / "config.json").is_file():
         raise CheckpointError(f"checkpoint {path} has no config.json; is it a transformers checkpoint?")
-    if any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if weights:
+        from safetensors import safe_open
+
+        for f in weights:
+            try:
+                with safe_open(str(f), "pt"):
+                    pass
+            except Exception as err:  # safetensors raises its own error type from Rust
+                raise CheckpointError(
+                    f"{f} is not a valid safetensors file ({err}); it is truncated or corrupt: "
+                    "download or save it again"
+                ) from None
         return
     pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if pickles and not allow_pickle:
