@@ -1,9 +1,12 @@
-"""Summary stage: collect every ``result.json`` under a folder into one long-format ``summary.csv``.
+"""Summary stage: collect every ``result.json`` under a folder into ``summary.csv``, the pivot and plots.
 
-One row per run (variant x task), with the columns of the output contract in a fixed order. Jobs of a
-sweep never append to a shared file: each writes its own ``result.json``, and the summary is rebuilt by
-reading them all and replaced atomically (temp file + rename, under a lock so concurrent rebuilds
-cannot drop each other's rows). ``gqa-eval-summary DIR`` rebuilds it for any folder.
+``summary.csv`` has one row per run (variant x task) with the output contract's columns in a fixed
+order; ``table.csv``/``table.md`` are the paper's Table 1 as a pivot (``gqa_eval.report``);
+``quality_vs_time.png`` and ``time_vs_kv_heads.png`` are its Figs. 3 and 6. Failed runs (an
+``error.json`` with no ``result.json`` beside it) are listed in ``table.md``, never in the CSV. Jobs
+of a sweep never append to a shared file: each writes its own ``result.json``, and the report is
+rebuilt by reading them all and replaced file by file atomically (temp file + rename), under a lock
+so concurrent rebuilds cannot drop each other's rows. ``gqa-eval-summary DIR`` rebuilds it anywhere.
 """
 
 from __future__ import annotations
@@ -17,25 +20,33 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gqa_eval import report
+from gqa_eval.plots import plot_quality_vs_time, plot_time_vs_kv_heads
+from gqa_eval.report import Table
 
 COLUMNS = [
     "model", "base", "arch", "n_heads", "kv_heads", "conversion", "task", "split", "n_samples",
     "metric", "score",
     "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1",
-    "time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s", "peak_mem_mb",
-    "kv_cache_bytes_per_token", "params", "device", "dtype", "batch_size", "run_dir",
+    "time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s", "timing_mode",
+    "peak_mem_mb", "kv_cache_bytes_per_token", "decode_floor_ratio", "decode_bound", "params", "device",
+    "device_name", "threads", "dtype", "batch_size", "run_dir",
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
+TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")
+PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,7 +57,12 @@ def write_atomic(path: Path, text: str) -> None:
 
 def find_results(root: Path) -> list[Path]:
     """Every ``result.json`` below ``root``, in a stable order."""
-    return sorted(root.rglob("result.json"))
+    return sorted(Path(root).rglob("result.json"))
+
+
+def find_failures(root: Path) -> list[Path]:
+    """Every ``error.json`` below ``root`` whose run directory has no ``result.json``."""
+    return sorted(p for p in Path(root).rglob("error.json") if not (p.parent / "result.json").exists())
 
 
 def row(result: dict, run_dir: Path | None = None, root: Path | None = None) -> dict:
@@ -58,18 +74,38 @@ def row(result: dict, run_dir: Path | None = None, root: Path | None = None) -> 
     scores = result.get("metrics", {})
     for name in METRIC_COLUMNS:
         out[name] = scores.get(name)
+    timing = result.get("timing") or {}
+    for name in TIMING_COLUMNS:
+        if out[name] is None:
+            out[name] = timing.get(name)
+    out["timing_mode"] = out["timing_mode"] or "natural"  # results from before timing modes
+    environment = result.get("environment") or {}
+    for name in ("device_name", "threads"):
+        out[name] = environment.get(name)
     return out
+
+
+def _read_json(paths: Iterable[Path], root: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for path in paths:
+        try:
+            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"gqa-eval-summary: skipping unreadable {path}: {err}", file=sys.stderr)
+    return found
 
 
 def read_rows(root: Path) -> list[dict]:
     """Rows of every readable ``result.json`` under ``root``; unreadable ones are reported, not fatal."""
-    rows = []
-    for path in find_results(root):
-        try:
-            rows.append(row(json.loads(path.read_text(encoding="utf-8")), path.parent, root))
-        except (OSError, json.JSONDecodeError) as err:
-            print(f"gqa-eval-summary: skipping unreadable {path}: {err}", file=sys.stderr)
-    return rows
+    return [row(result, path.parent, root) for path, result in _read_json(find_results(root), root)]
+
+
+def read_failures(root: Path) -> list[dict]:
+    """The failed runs under ``root`` (``error.json`` without ``result.json``), run_dir made relative."""
+    failures = []
+    for path, error in _read_json(find_failures(root), root):
+        failures.append({**error, "run_dir": os.path.relpath(path.parent, root)})
+    return failures
 
 
 def to_csv(rows: Iterable[dict]) -> str:
@@ -81,37 +117,106 @@ def to_csv(rows: Iterable[dict]) -> str:
     return buf.getvalue()
 
 
-def write_summary(root: str | Path, out: str | Path | None = None) -> Path:
-    """Rebuild ``summary.csv`` for all runs under ``root``; returns its path.
+@dataclass
+class Report:
+    """What ``write_report`` built and wrote."""
+
+    rows: list[dict]
+    failures: list[dict]
+    table: Table
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The pivot and failed runs, aligned for a terminal."""
+        return report.to_text(self.table, self.failures)
+
+
+def write_report(
+    root: str | Path, out: str | Path | None = None, *, reference: str | None = None, metric: str = "average"
+) -> Report:
+    """Rebuild ``summary.csv``, ``table.csv``, ``table.md`` and both plots from the runs under ``root``.
 
     Args:
-        root: folder searched (any depth) for ``result.json``.
+        root: folder searched (any depth) for ``result.json`` and ``error.json``.
         out: folder to write into (default: ``root``).
+        reference: ``"paper"`` adds the paper's published Table 1 rows to the table (not the CSV).
+        metric: ``"average"`` or a task: what ``quality_vs_time.png`` plots against time.
+
+    Raises:
+        ValueError: ``metric`` names no task in the results, or ``reference`` is unknown.
     """
     root = Path(root)
     out_dir = Path(out) if out is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "summary.csv"
     with open(out_dir / ".summary.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        write_atomic(target, to_csv(read_rows(root)))
-    return target
+        rows, failures = read_rows(root), read_failures(root)
+        table = report.pivot(rows, reference)
+        column = report.metric_column(table, metric)
+        where = os.path.relpath(root, out_dir)
+        where = "this folder" if where == "." else f"`{where}`"
+        runs = f"{len(rows)} run" + ("" if len(rows) == 1 else "s")
+        source = f"Built from {runs} (every `result.json` under {where})" + (
+            f"; failed runs ({len(failures)}) are listed below." if failures else "."
+        )
+        outputs = {
+            "summary.csv": to_csv(rows),
+            "table.csv": report.to_table_csv(table),
+            "table.md": report.to_markdown(table, failures, source),
+            PLOTS[0]: plot_quality_vs_time(table, column),
+            PLOTS[1]: plot_time_vs_kv_heads(table, column),
+        }
+        files = []
+        for name, data in outputs.items():
+            write_atomic(out_dir / name, data)
+            files.append(out_dir / name)
+    return Report(rows, failures, table, files)
+
+
+def write_summary(root: str | Path, out: str | Path | None = None, **options) -> Path:
+    """Rebuild the whole report for all runs under ``root`` (see ``write_report``); returns the path of
+    its ``summary.csv``."""
+    return write_report(root, out, **options).files[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``gqa-eval-summary DIR [--out OUT]``."""
+    """``gqa-eval-summary DIR [--out OUT] [--reference paper] [--metric average|TASK]``."""
     parser = argparse.ArgumentParser(
-        prog="gqa-eval-summary", description="Collect every result.json under DIR into summary.csv."
+        prog="gqa-eval-summary",
+        description="Collect every result.json under DIR into summary.csv, the Table-1 pivot (table.csv, "
+        "table.md) and the quality-vs-cost plots.",
     )
     parser.add_argument("dir", type=Path, help="folder of runs or sweeps (searched at any depth)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for summary.csv (default: DIR)")
+    parser.add_argument("--out", type=Path, default=None, help="folder to write into (default: DIR)")
+    parser.add_argument(
+        "--reference",
+        choices=report.REFERENCES,
+        default=None,
+        help="add published rows (the paper's Table 1)",
+    )
+    parser.add_argument(
+        "--metric", default="average", help="quality axis of quality_vs_time.png: average (default) or a task"
+    )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a directory")
-    n = len(find_results(args.dir))
-    if n == 0:
-        print(f"gqa-eval-summary: no result.json under {args.dir}", file=sys.stderr)
+    if not find_results(args.dir):
+        n_failed = len(find_failures(args.dir))
+        failed = f" ({n_failed} failed runs with error.json)" if n_failed else ""
+        print(
+            f"gqa-eval-summary: no result.json under {args.dir}{failed}; nothing to summarise",
+            file=sys.stderr,
+        )
         return 1
-    path = write_summary(args.dir, args.out)
-    print(f"{path}: {n} runs")
+    try:
+        built = write_report(args.dir, args.out, reference=args.reference, metric=args.metric)
+    except ValueError as err:
+        parser.error(str(err))
+    out_dir = built.files[0].parent
+    failed = f", {len(built.failures)} failed" if built.failures else ""
+    print(f"gqa-eval-summary: {len(built.rows)} runs{failed}; wrote to {out_dir}/:")
+    print("  " + ", ".join(p.name for p in built.files))
+    print()
+    print(built.text, end="")
     return 0

@@ -1,0 +1,47 @@
+"""Summary stage, Hydra side: rebuild the report in the sweep directory when a multirun ends.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each successful job already refreshes
+the report itself (``evaluate`` calls ``write_summary``); this callback writes the final one at the end
+of a multirun and prints the pivot, and refreshes the report after a failed job so that the failure is
+listed (Hydra's basic sweeper raises on a failed job before ``on_multirun_end`` is reached).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from gqa_eval.summary import find_failures, find_results, write_report
+
+log = logging.getLogger(__name__)
+
+
+class SummaryCallback(Callback):
+    """Writes ``summary.csv``, ``table.csv``, ``table.md`` and the plots into the sweep directory."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        built = write_report(sweep_dir)
+        print(f"\ngqa-eval: report of {len(built.rows)} runs written to {sweep_dir}/")
+        print("  " + ", ".join(p.name for p in built.files) + "\n")
+        print(built.text, end="", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return  # evaluate() refreshed the report itself
+        multirun = config.hydra.mode == RunMode.MULTIRUN
+        root = Path(config.hydra.sweep.dir) if multirun else Path(config.output_root)
+        if not (find_results(root) or find_failures(root)):
+            return  # nothing to list: the job failed before writing anything
+        try:
+            write_report(root)
+        except Exception as err:  # the job's own error is the one to report
+            log.warning("could not refresh the report in %s after a failed job: %s", root, err)
