@@ -34,8 +34,16 @@ def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
     assert saved["kv_heads"] == {"gqa4": 4, "mqa": 1}[model] and saved["n_heads"] == 16
     assert saved["arch"] == {"tiny_t5": "t5", "tiny_llama": "llama"}[base]
     assert saved["timing"]["timed_samples"] == 3 and saved["timing"]["generated_tokens"] <= 3 * 6
-    positive = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s", "peak_mem_mb",
-                "kv_cache_bytes_per_token", "decode_floor_s_per_step", "decode_floor_ratio")  # fmt: skip
+    positive = (
+        "time_per_sample_s",
+        "prefill_s_per_sample",
+        "decode_s_per_token",
+        "tokens_per_s",
+        "peak_mem_mb",
+        "kv_cache_bytes_per_token",
+        "decode_floor_s_per_step",
+        "decode_floor_ratio",
+    )
     for key in positive:
         assert saved[key] > 0, key
     assert saved["kv_cache_bytes_per_token_measured"] == saved["kv_cache_bytes_per_token"]
