@@ -1,0 +1,171 @@
+"""Decode cost of MHA vs GQA-G vs MQA, measured side by side in one interleaved run (no quality run).
+
+The KV-heavy case of the GQA paper's motivation (arXiv 2305.13245, sec. 1): a long source, so every
+decode step re-reads the cross-attention (T5) or prompt (decoder-only) K/V cache, and fewer K/V heads
+move fewer bytes. Every variant is the same model converted with ``gqa_eval.convert.convert_to_gqa``;
+``mha`` is the unconverted model on transformers' own attention path.
+
+Each repeat runs every variant once, in an order that rotates from repeat to repeat (A B C, B C A, ...),
+decoding exactly ``--new`` tokens per example (the fixed-work mode of ``gqa_eval.timing``: identical
+work for every variant). The timer is the evaluation's own: prefill (time to first token) and every
+decode step are read during generation. For T5 the encoder is the same module in every variant (the
+paper converts the decoder only), so its output is computed and timed once per repeat and shared.
+
+Reported per variant, medians over repeats: decode time per step (one token for each of the batch's
+rows), its ratio to MHA, time per sample ((encoder + prefill + decode) / batch) and its ratio, and the
+KV cache the generation ended with next to the formula's bytes per token.
+
+    python benchmarks/decode_speed.py                 # the KV-heavy case: ~60M T5, batch 16, 2048 -> 64
+    python benchmarks/decode_speed.py --arch llama --source 1024
+    python benchmarks/decode_speed.py --checkpoint evals/checkpoints/tiny_t5 --kv-heads 8,4,2,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LogitsProcessorList,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+from transformers.modeling_outputs import BaseModelOutput
+
+from gqa_eval.convert import attention_heads, convert_to_gqa
+from gqa_eval.models import load_checkpoint, resolve_device, torch_dtype
+from gqa_eval.roofline import kv_cache_bytes
+from gqa_eval.timing import Timer, cache_bytes
+
+
+def build(args):
+    """A randomly initialised model of the requested geometry (timing does not depend on the weights)."""
+    torch.manual_seed(args.seed)
+    if args.arch == "t5":
+        config = T5Config(
+            vocab_size=args.vocab, d_model=args.d_model, d_kv=args.d_model // args.heads,
+            d_ff=4 * args.d_model, num_layers=args.layers, num_decoder_layers=args.layers,
+            num_heads=args.heads, dropout_rate=0.0,
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )  # fmt: skip
+        return T5ForConditionalGeneration(config)
+    config = LlamaConfig(
+        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
+        max_position_embeddings=args.source + args.new + 8, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", help="a local checkpoint or hub id instead of a random model")
+    parser.add_argument("--arch", choices=("t5", "llama"), default="t5", help="random model: architecture")
+    parser.add_argument("--d-model", type=int, default=512, help="random model: width")
+    parser.add_argument("--heads", type=int, default=8, help="random model: attention heads")
+    parser.add_argument("--layers", type=int, default=6, help="random model: layers (each side for T5)")
+    parser.add_argument("--vocab", type=int, default=32128, help="random model: vocabulary")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--source", type=int, default=2048, help="source (prompt) tokens per example")
+    parser.add_argument("--new", type=int, default=64, help="new tokens per example")
+    parser.add_argument("--kv-heads", default="8,4,2,1", help="converted variants, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    device, dtype = resolve_device(args.device), torch_dtype(args.dtype)
+    if args.checkpoint:
+        base, _ = load_checkpoint(args.checkpoint, dtype=args.dtype, device=str(device))
+    else:
+        base = build(args).to(device=device, dtype=dtype).eval()
+    seq2seq = base.config.is_encoder_decoder
+    variants = {"mha": base}
+    for g in (int(x) for x in args.kv_heads.split(",")):
+        variants[f"gqa{g}" if g > 1 else "mqa"] = convert_to_gqa(copy.deepcopy(base), g)
+    n_heads, _ = attention_heads(base)
+    params = sum(p.numel() for p in base.parameters())
+    print(f"{base.config.model_type} {params / 1e6:.1f}M params, {n_heads} heads; batch {args.batch}, "
+          f"source {args.source}, {args.new} new tokens; {args.dtype} on {device}, "
+          f"{torch.get_num_threads()} threads; {args.repeats} interleaved repeats")  # fmt: skip
+
+    gen = torch.Generator().manual_seed(args.seed)
+    vocab = base.config.vocab_size
+    src = torch.randint(3, vocab, (args.batch, args.source), generator=gen).to(device)
+    mask = torch.ones_like(src)
+    encoder_timer = Timer(device)
+    encoder_out = None
+
+    def run(model, timer: Timer | None, new: int):
+        steps = timer.step_clock({model.generation_config.eos_token_id}) if timer else None
+        kwargs = {"attention_mask": mask, "max_new_tokens": new, "do_sample": False, "num_beams": 1,
+                  "return_dict_in_generate": True,
+                  "logits_processor": LogitsProcessorList([steps] if steps else [])}  # fmt: skip
+        if seq2seq:
+            kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_out)
+        else:
+            kwargs["input_ids"] = src
+        with torch.inference_mode():
+            if timer is None:
+                return model.generate(**kwargs)
+            with timer.batch(args.batch, steps) as record:
+                out = model.generate(**kwargs)
+            record.new_tokens = args.batch * new
+            return out
+
+    def encode() -> None:
+        nonlocal encoder_out
+        if seq2seq:
+            with encoder_timer.batch(args.batch), torch.inference_mode():
+                encoder_out = base.encoder(input_ids=src, attention_mask=mask).last_hidden_state
+
+    encode()
+    names = list(variants)
+    for name in names:  # warm-up: allocator, kernels; not timed
+        run(variants[name], None, 2)
+    encoder_timer.batches.clear()
+    measured_cache = {}
+    timers = {name: Timer(device, mode="fixed") for name in names}
+    for rep in range(args.repeats):
+        encode()
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            out = run(variants[name], timers[name], args.new)
+            measured_cache[name] = cache_bytes(out.cache)  # the cache the generation ended with
+            del out
+        print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
+
+    enc = statistics.median(b.seconds for b in encoder_timer.batches) if seq2seq else 0.0
+    rows = {}
+    for name in names:
+        batches = timers[name].batches
+        step = statistics.median(statistics.median(b.steps) for b in batches)
+        prefill = statistics.median(b.prefill for b in batches)
+        sample = statistics.median((enc + b.seconds) / args.batch for b in batches)
+        rows[name] = (step, prefill, sample)
+    ref_step, _, ref_sample = rows["mha"]
+    header = (f"\n{'variant':<8} {'kv':>3} {'decode ms/step':>15} {'ratio':>6} {'prefill s':>10} "
+              f"{'s/sample':>9} {'ratio':>6} {'cache MiB':>10} {'KV B/token':>11}")  # fmt: skip
+    print(header + (f" {'cross B/src':>12}" if seq2seq else ""))
+    for name in names:
+        step, prefill, sample = rows[name]
+        formula = kv_cache_bytes(variants[name], dtype)
+        kv = attention_heads(variants[name])[1]
+        line = (f"{name:<8} {kv:>3} {step * 1e3:>15.2f} {step / ref_step:>6.3f} {prefill:>10.3f} "
+                f"{sample:>9.4f} {sample / ref_sample:>6.3f} {measured_cache[name] / 2**20:>10.1f} "
+                f"{formula['kv_cache_bytes_per_token']:>11}")  # fmt: skip
+        if seq2seq:
+            line += f" {formula['cross_kv_cache_bytes_per_source_token']:>12}"
+        print(line)
+    if seq2seq:
+        print(f"(encoder, shared by all variants: {enc:.3f} s per batch, included in s/sample)")
+
+
+if __name__ == "__main__":
+    main()
