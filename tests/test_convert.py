@@ -238,3 +238,32 @@ def test_convert_command_output_evaluates_like_on_the_fly(compose_cfg, tmp_path)
     with pytest.raises(FileExistsError, match="is not empty"):
         convert(compose_cfg([f"out={out}", "kv_heads=2"], config_name="convert"))
     assert json.loads((out / "gqa_conversion.json").read_text())["kv_heads"] == 4
+
+
+@pytest.mark.parametrize("arch", ["t5", "llama"])
+def test_decode_attention_reads_only_kv_heads(monkeypatch, arch):
+    """On the decode path SDPA gets K/V with G heads: they are never repeated to H heads."""
+    model = convert_to_gqa(make_t5() if arch == "t5" else make_decoder("llama"), 2)
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.shape[-2], k.shape[1], v.shape[1]))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    ids = torch.randint(3, 97, (2, 11), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # (left) padding, so masks are passed as on real batches
+    model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    decode = [s for s in seen if s[0] <= 4]  # one query position per head, or the 4 heads of a group folded
+    assert decode and all(k == v == 2 for _, k, v in decode), decode
+
+
+def test_conversion_is_in_place_and_light():
+    model = make_decoder("llama")
+    untouched = {n: p for n, p in model.named_parameters() if "k_proj" not in n and "v_proj" not in n}
+    same = convert_to_gqa(model, 2)
+    assert same is model
+    after = dict(model.named_parameters())
+    assert all(after[n] is p for n, p in untouched.items())  # no copy of anything but the pooled K/V
