@@ -54,3 +54,17 @@ def test_defaults(compose_cfg):
     cfg = compose_cfg()
     assert (cfg.base.name, cfg.model.name, cfg.task.name) == ("tiny_t5", "mha", "cnn_dm")
     assert cfg.limit is None and cfg.seed == 0 and cfg.dtype == "float32"
+
+
+@pytest.mark.parametrize(("experiment", "swept"), [("table1", "model"), ("groups", "model.kv_heads")])
+def test_experiments_compose(tmp_path, experiment, swept):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert swept in cfg.hydra.sweeper.params
+    if experiment == "groups":
+        assert cfg.timing.mode == "fixed" and cfg.task.name == "arxiv" and cfg.model.name == "gqa16"
