@@ -80,11 +80,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--encoder-repeats", action="store_true", help="T5: time the encoder every repeat, not only once"
     )
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, dtype = resolve_device(args.device), torch_dtype(args.dtype)
     if args.checkpoint:
         base, _ = load_checkpoint(args.checkpoint, dtype=args.dtype, device=str(device))
