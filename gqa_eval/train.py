@@ -1,0 +1,441 @@
+"""Training stage: train a small MHA checkpoint on the synthetic mixture, or continue any checkpoint.
+
+``train(cfg)`` (``conf/train.yaml``, console script ``gqa-eval-train``) either builds a model from scratch
+(``train=tiny_t5`` or ``train=tiny_llama``: architecture, tokenizer trained locally on the training
+inputs, recipe) or continues ``init_from``, a saved checkpoint, optionally converted first to ``kv_heads``
+key/value heads. Continuing a converted checkpoint for a fraction of the original steps is the paper's
+uptraining (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1). Data comes from ``gqa_eval.train_data``.
+
+Everything lands in ``out_dir``: the model and tokenizer (``save_pretrained``; safetensors), the resolved
+``train_config.yaml``, and ``train_log.jsonl`` (loss every ``log_every`` steps, validation scores every
+``eval_every``). Every ``save_every`` steps ``out_dir/resume/`` gets the model, optimizer, scheduler, RNG
+state and step; rerunning the same command continues from there and follows the same data order, so an
+interrupted run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from gqa_eval import metrics
+from gqa_eval.convert import attention_heads, convert_to_gqa, head_dim, t5_decoder_attentions
+from gqa_eval.generate import generate
+from gqa_eval.models import load_checkpoint, model_class, resolve_device
+from gqa_eval.paths import PROJECT_ROOT
+from gqa_eval.tasks import encode, load_examples
+from gqa_eval.timing import Timer
+from gqa_eval.train_data import (
+    BatchStream,
+    collate,
+    encode_pairs,
+    model_input_text,
+    quiet_progress,
+    swap_trivia_answers,
+    train_tokenizer,
+    training_examples,
+)
+
+LEAN_ATTENTION = "gqa_eval_train_t5"
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
+CONFIG_FILE = "train_config.yaml"
+# Settings that only steer a run (where it writes, how often it reports); a resumed run may change them,
+# everything else must equal the run that wrote resume/.
+RUN_CONTROL_KEYS = (
+    "out_dir", "output_root", "stop_at", "log_every", "eval_every", "eval_examples", "eval_max_new_tokens",
+    "save_every", "keep_resume_state", "overwrite", "progress", "threads", "device",
+)  # fmt: skip
+
+
+def build_model(architecture: DictConfig, tokenizer) -> torch.nn.Module:
+    """A freshly initialised ``architecture.family`` model (t5 or llama) sized by ``architecture.config``."""
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    families = {"t5": (T5Config, T5ForConditionalGeneration), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if architecture.family not in families:
+        raise ValueError(
+            f"unknown architecture.family {architecture.family!r}; choose one of {list(families)}"
+        )
+    config_cls, model_cls = families[architecture.family]
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if architecture.family == "t5":
+        special["decoder_start_token_id"] = tokenizer.pad_token_id
+    else:
+        special["bos_token_id"] = tokenizer.bos_token_id
+    config = config_cls(vocab_size=len(tokenizer), **special, **OmegaConf.to_container(architecture.config))
+    return model_cls(config)
+
+
+def lean_t5_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """T5 attention for training on CPU, H query heads over G <= H key/value heads.
+
+    T5's relative position bias is learned, so SDPA cannot use its fused kernels and falls back to a
+    float32 ``(B, H, T, S)`` mask per layer; here the scores stay in the autocast dtype, which halves a
+    long-document training step. Same result as SDPA (see tests/test_train.py).
+    """
+    b, h, t, d = query.shape
+    g, s = key.shape[1], key.shape[2]
+    q = query.reshape(b, g, (h // g) * t, d)  # (B, H, T, D) -> (B, G, r*T, D), contiguous groups
+    scores = torch.matmul(q, key.transpose(-1, -2)).view(b, h, t, s)  # (B, H, T, S)
+    if scaling is not None and scaling != 1.0:
+        scores = scores * scaling
+    if position_bias is not None:
+        scores = scores + position_bias.to(scores.dtype)
+    if attention_mask is None and t > 1 and getattr(module, "is_causal", False):
+        # SDPA's mask function leaves causality to is_causal when it can; spell it out
+        attention_mask = torch.ones(t, s, dtype=torch.bool, device=query.device).tril(diagonal=s - t)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask.to(scores.dtype)
+    probs = torch.nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
+    out = torch.matmul(probs.view(b, g, (h // g) * t, s), value)  # (B, G, r*T, D)
+    return out.view(b, h, t, d).transpose(1, 2), None  # (B, T, H, D)
+
+
+AttentionInterface.register(LEAN_ATTENTION, lean_t5_attention)
+AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)
+
+
+@contextmanager
+def lean_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Route a T5 model's attention through ``lean_t5_attention`` for a forward pass (others: no-op)."""
+    stacks = [model.encoder, model.decoder] if model.config.model_type == "t5" else []
+    saved = [stack.config._attn_implementation for stack in stacks]
+    for stack in stacks:
+        stack.config._attn_implementation = LEAN_ATTENTION
+    try:
+        yield
+    finally:
+        for stack, name in zip(stacks, saved, strict=True):
+            stack.config._attn_implementation = name
+
+
+def converted_projections(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The K and V projection weights that GQA conversion pools (T5: decoder self- and cross-attention)."""
+    if model.config.model_type == "t5":
+        attentions = list(t5_decoder_attentions(model))
+        return [w for a in attentions for w in (a.k.weight, a.v.weight)]
+    return [
+        w
+        for layer in model.model.layers
+        for w in (layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight)
+    ]
+
+
+def pooled_kv(model: torch.nn.Module, groups: int) -> dict[str, torch.Tensor]:
+    """Parameter overrides that run ``model`` as its mean-pooled GQA-``groups`` conversion would.
+
+    Each converted K/V projection is replaced by its contiguous group means, repeated back to the H heads
+    (the same function as ``convert_to_gqa`` followed by grouped attention), as a differentiable function
+    of the MHA weights, so a training step through it updates the distinct heads.
+    """
+    _, kv_heads = attention_heads(model)
+    dim = head_dim(model)
+    targets = {id(w) for w in converted_projections(model)}
+    overrides = {}
+    for name, weight in model.named_parameters():
+        if id(weight) in targets:
+            heads = weight.view(groups, kv_heads // groups, dim, -1)  # (G, H/G, D, d_model)
+            overrides[name] = heads.mean(dim=1, keepdim=True).expand_as(heads).reshape(weight.shape)
+    return overrides
+
+
+def pooling_for_step(pool_kv: dict[int, float] | None, seed: int, step: int) -> int | None:
+    """The G a training step pools K/V heads to (``None``: plain MHA), drawn with ``pool_kv``'s probabilities
+    from a generator seeded by (seed, step), so a resumed run draws what an uninterrupted one would."""
+    if not pool_kv:
+        return None
+    draw = random.Random(f"pool/{seed}/{step}").random()
+    for groups, probability in sorted(pool_kv.items()):
+        if draw < probability:
+            return int(groups)
+        draw -= probability
+    return None
+
+
+def lr_factor(step: int, cfg: DictConfig) -> float:
+    """Learning-rate multiplier after ``step`` steps: linear warm-up, then constant, cosine or linear decay
+    to ``min_lr_ratio`` at ``cfg.steps``."""
+    warmup = min(cfg.warmup_steps, cfg.steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
+    shape = {"cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1 - progress}
+    if cfg.schedule not in shape:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, cosine or linear")
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape[cfg.schedule]
+
+
+def validate(model, tokenizer, tasks: dict[str, dict], n: int, max_new_tokens: int) -> dict[str, float]:
+    """Primary score (0-100) of greedy decoding on the first ``n`` bundled validation examples per task."""
+    was_training = model.training
+    model.eval()
+    decoder_only = not model.config.is_encoder_decoder
+    device = next(model.parameters()).device
+    scores = {}
+    for name, task in tasks.items():
+        examples = load_examples(task, n)
+        inputs = encode(task, examples, tokenizer, decoder_only)
+        predictions = generate(
+            model,
+            tokenizer,
+            inputs,
+            max_new_tokens=min(task["max_new_tokens"], max_new_tokens),
+            batch_size=8,
+            timer=Timer(device=device),
+            progress=False,
+        )
+        preds = [predictions[i] for i in range(len(examples))]
+        primary = task["primary_metric"]
+        scores[name] = metrics.score([primary], preds, [ex.references for ex in examples])[primary]
+    model.train(was_training)
+    return scores
+
+
+def portable(path: str | Path) -> str:
+    """``path`` relative to the project when it lies inside it (no machine paths in saved files)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A digest of the settings a resumed run must share with the interrupted one."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    picked = {k: v for k, v in settings.items() if k not in RUN_CONTROL_KEYS}
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_resume(directory: Path, model, tokenizer, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Write ``directory`` (model, tokenizer, trainer state) via a temporary sibling, then swap it in."""
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    full = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save({**full, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_resume(out_dir: Path) -> Path | None:
+    """The latest complete resume directory in ``out_dir``, if any (``resume.old`` survives a crash
+    between the two renames of ``save_resume``)."""
+    for name in ("resume", "resume.old"):
+        if (out_dir / name / STATE_FILE).is_file():
+            return out_dir / name
+    return None
+
+
+class JsonlLog:
+    """``train_log.jsonl``: one JSON object per line, flushed as written. A resumed run drops the lines
+    of steps after its resume point, so the log reads as one continuous run."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if resume_step is None:
+            lines = []
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= (resume_step or 0)]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resume: Path | None):
+    """(model, tokenizer): from resume/, from ``init_from`` (converted if asked), or built from scratch."""
+    if resume is not None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        model = model_class(AutoConfig.from_pretrained(resume)).from_pretrained(resume, dtype=torch.float32)
+        return model, AutoTokenizer.from_pretrained(resume)
+    if cfg.init_from is not None:
+        model, tokenizer = load_checkpoint(cfg.init_from, dtype="float32", device="cpu")
+        if cfg.kv_heads is not None:
+            convert_to_gqa(model, int(cfg.kv_heads), method=cfg.conversion, seed=cfg.seed)
+        return model, tokenizer
+    decoder_only = cfg.architecture.family != "t5"
+    texts = []
+    for name, task in tasks.items():
+        for ex in examples[name][: cfg.tokenizer.examples_per_task]:
+            texts += [model_input_text(task, ex, decoder_only), ex.references[0]]
+    tokenizer = train_tokenizer(texts, cfg.tokenizer.vocab_size, decoder_only)
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.architecture, tokenizer), tokenizer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train as ``cfg`` says (see the module docstring) and return a summary of the run.
+
+    Returns:
+        ``{"out_dir", "step", "loss", "eval", "elapsed_s"}``: where the model is, the last step done,
+        the last logged loss and the last validation scores.
+    """
+    with quiet_progress():  # datasets' and transformers' loading/saving bars would break the training bar
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir)
+    resume = find_resume(out_dir)
+    if resume is None and (out_dir / "config.json").is_file() and not cfg.overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a trained checkpoint and no resume state; "
+            "choose another out_dir, or pass overwrite=true to train over it"
+        )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    state = torch.load(resume / STATE_FILE, weights_only=True) if resume else None
+    if state is not None and state["fingerprint"] != fingerprint(cfg):
+        raise ValueError(
+            f"{resume} was written by a run with other settings (other than {', '.join(RUN_CONTROL_KEYS)}); "
+            "rerun with the same settings to resume, or choose another out_dir"
+        )
+    tasks = {
+        name: OmegaConf.to_container(task, resolve=True)
+        for name, task in cfg.tasks.items()
+        if cfg.data.examples.get(name, 0) > 0
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        examples = {
+            name: training_examples(task, cfg.data.examples[name], cfg.data.seed, Path(tmp))
+            for name, task in tasks.items()
+        }
+    if cfg.data.swap_trivia_answers and "trivia_qa" in examples:
+        examples["trivia_qa"] = swap_trivia_answers(examples["trivia_qa"], cfg.data.seed)
+    model, tokenizer = _initial_model(cfg, examples, tasks, resume)
+    model.to(device).train()
+    decoder_only = not model.config.is_encoder_decoder
+    pairs = [
+        p
+        for name, task in tasks.items()
+        for p in encode_pairs(task, examples[name], tokenizer, decoder_only, cfg.data.max_input_tokens)
+    ]
+    lengths = [len(p.source) + len(p.target) for p in pairs]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    step, elapsed = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed = state["step"], state["elapsed_s"]
+    else:
+        torch.manual_seed(cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved_cfg = OmegaConf.to_container(cfg, resolve=True)
+    saved_cfg["out_dir"] = portable(out_dir)
+    (out_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg), encoding="utf-8")
+    log = JsonlLog(out_dir / LOG_FILE, step if state is not None else None)
+    if state is None:
+        n_heads, kv_heads = attention_heads(model)
+        log.write({
+            "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": n_heads,
+            "kv_heads": kv_heads, "examples": {n: len(e) for n, e in examples.items()},
+            "torch_threads": torch.get_num_threads(),
+        })  # fmt: skip
+
+    def run_eval(at: int) -> dict[str, float]:
+        scores = validate(model, tokenizer, tasks, cfg.eval_examples, cfg.eval_max_new_tokens)
+        average = sum(scores.values()) / len(scores)
+        log.write({"step": at, "eval": scores, "average": average})
+        bar.write(f"step {at}: validation average {average:.1f} " + json.dumps(scores))
+        return scores
+
+    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at is not None else cfg.steps
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.name}", disable=not cfg.progress)
+    scores: dict[str, float] = {}
+    if state is None and cfg.init_from is not None and cfg.eval_every:
+        scores = run_eval(0)  # the starting point of an uptraining run (e.g. the converted model)
+    stream = BatchStream(lengths, cfg.batch_tokens, cfg.seed, start=step)
+    loss_sum, tokens, last_loss = 0.0, 0, None
+    window_start, started = time.perf_counter(), time.perf_counter() - elapsed
+    while step < stop:
+        epoch, indices = stream.next()
+        batch = collate([pairs[i] for i in indices], tokenizer.pad_token_id, decoder_only)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        groups = pooling_for_step(cfg.pool_kv, cfg.seed, step)
+        with lean_attention(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            if groups is None:
+                loss = model(**batch).loss
+            else:
+                loss = torch.func.functional_call(model, pooled_kv(model, groups), args=(), kwargs=batch).loss
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        n_target = int((batch["labels"] != -100).sum())
+        loss_sum, tokens = loss_sum + loss.item() * n_target, tokens + n_target
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == stop:
+            now = time.perf_counter()
+            last_loss = loss_sum / tokens
+            log.write({
+                "step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
+                "epoch": epoch, "elapsed_s": round(now - started, 1),
+                "steps_per_s": round(cfg.log_every / max(now - window_start, 1e-9), 4),
+            })  # fmt: skip
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            loss_sum, tokens, window_start = 0.0, 0, now
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            scores = run_eval(step)
+        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
+            resume_state = {
+                "step": step,
+                "elapsed_s": time.perf_counter() - started,
+                "fingerprint": fingerprint(cfg),
+            }
+            save_resume(out_dir / "resume", model, tokenizer, optimizer, scheduler, resume_state)
+    bar.close()
+    if step >= cfg.steps:  # only now: until here out_dir keeps any checkpoint it held, whole
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        if not cfg.keep_resume_state:
+            shutil.rmtree(out_dir / "resume", ignore_errors=True)
+    return {"out_dir": str(out_dir), "step": step, "loss": last_loss, "eval": scores,
+            "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)

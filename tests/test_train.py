@@ -1,0 +1,192 @@
+"""The training stage (gqa_eval.train, gqa_eval.train_data) and the committed tiny checkpoints: training
+lowers the loss and resumes exactly; uptraining a converted T5 saves a checkpoint the evaluation loads;
+training data never contains a bundled validation example; the committed checkpoints decode the same
+non-trivial outputs every time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from gqa_eval.convert import attention_heads
+from gqa_eval.generate import generate
+from gqa_eval.models import load_checkpoint
+from gqa_eval.tasks import encode, load_examples
+from gqa_eval.timing import Timer
+from gqa_eval.train import lr_factor, train
+from gqa_eval.train_data import generator, plan_epoch, training_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+TASKS = ("cnn_dm", "arxiv", "pubmed", "mediasum", "multi_news", "wmt_en_de", "trivia_qa")
+# A model and data small enough that a dozen steps take a few seconds.
+TINY = [
+    "architecture.config.d_model=32",
+    "architecture.config.d_kv=4",
+    "architecture.config.num_heads=8",
+    "architecture.config.d_ff=64",
+    "architecture.config.num_layers=1",
+    "architecture.config.num_decoder_layers=1",
+    "tokenizer.vocab_size=400",
+    "tokenizer.examples_per_task=6",
+    "data.max_input_tokens=64",
+    "data.examples={cnn_dm:6,arxiv:0,pubmed:0,mediasum:0,multi_news:0,wmt_en_de:12,trivia_qa:6}",
+    "batch_tokens=320",
+    "lr=3e-3",
+    "warmup_steps=2",
+    "eval_examples=2",
+    "eval_max_new_tokens=4",
+    "log_every=1",
+    "progress=false",
+    "threads=1",
+]
+
+
+def train_cfg(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONF):
+            return compose("train", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def task_cfg(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / f"{name}.yaml"), resolve=True)
+
+
+def test_config_composes_for_both_architectures():
+    for name, family in (("tiny_t5", "t5"), ("tiny_llama", "llama")):
+        cfg = train_cfg([f"train={name}"])
+        assert cfg.name == name and cfg.architecture.family == family
+        assert cfg.steps > 0 and cfg.batch_tokens > 0 and cfg.lr > 0
+        assert set(cfg.tasks) == set(TASKS)  # the evaluation's own task configs
+        assert cfg.tasks.cnn_dm.input_template == "summarize: {document}"
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = OmegaConf.create({"steps": 10, "warmup_steps": 2, "schedule": "cosine", "min_lr_ratio": 0.1})
+    factors = [lr_factor(s, cfg) for s in range(11)]
+    assert factors[0] == 0.5 and factors[1] == 1.0
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    assert factors[10] == pytest.approx(0.1)
+
+
+def test_training_lowers_loss_and_resumes_exactly(tmp_path):
+    full = train_cfg([*TINY, f"out_dir={tmp_path / 'full'}", "steps=12", "save_every=0"])
+    result = train(full)
+    log = read_log(tmp_path / "full")
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert result["step"] == 12 and set(result["eval"]) == {"cnn_dm", "wmt_en_de", "trivia_qa"}
+    assert load_checkpoint(str(tmp_path / "full"))[0].config.num_heads == 8
+
+    # The same run, interrupted at step 5 and resumed, ends on the same weights and optimizer state.
+    part = [*TINY, f"out_dir={tmp_path / 'part'}", "steps=12", "save_every=0"]
+    assert train(train_cfg([*part, "stop_at=5"]))["step"] == 5
+    state = torch.load(tmp_path / "part/resume/trainer_state.pt", weights_only=True)
+    assert state["step"] == 5 and state["scheduler"]["last_epoch"] == 5
+    assert not (tmp_path / "part/model.safetensors").exists()  # not finished yet
+    assert train(train_cfg(part))["step"] == 12
+    resumed = read_log(tmp_path / "part")
+    assert [r["step"] for r in resumed if "loss" in r] == list(range(1, 13))
+    assert [r["loss"] for r in resumed if "loss" in r] == losses
+    a, b = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "part/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(tmp_path / "full/resume/trainer_state.pt", weights_only=True)["optimizer"]["state"]
+    sb = torch.load(tmp_path / "part/resume/trainer_state.pt", weights_only=True)["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+    # A finished checkpoint is not trained over by accident, and resume state of other settings is refused.
+    shutil.rmtree(tmp_path / "full" / "resume")
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        train(train_cfg([*TINY, f"out_dir={tmp_path / 'full'}", "steps=3"]))
+    with pytest.raises(ValueError, match="other settings"):
+        train(train_cfg([*part, "seed=5"]))
+
+
+def test_uptraining_a_converted_t5_saves_a_loadable_gqa_checkpoint(tmp_path):
+    train(train_cfg([*TINY, f"out_dir={tmp_path / 'mha'}", "steps=2", "eval_every=0"]))
+    up = [
+        *TINY,
+        f"init_from={tmp_path / 'mha'}",
+        "kv_heads=2",
+        f"out_dir={tmp_path / 'gqa2'}",
+        "steps=3",
+        "eval_every=3",
+        "keep_resume_state=false",
+    ]
+    result = train(train_cfg(up))
+    assert result["step"] == 3
+    assert [r["step"] for r in read_log(tmp_path / "gqa2") if "eval" in r] == [0, 3]  # before and after
+    assert not (tmp_path / "gqa2/resume").exists()
+    model, tokenizer = load_checkpoint(str(tmp_path / "gqa2"))
+    assert attention_heads(model) == (8, 2)
+    assert model.config.gqa_conversion[-1]["kv_heads"] == 2
+    mha = load_file(tmp_path / "mha/model.safetensors")
+    gqa = load_file(tmp_path / "gqa2/model.safetensors")
+    assert gqa["decoder.block.0.layer.0.SelfAttention.k.weight"].shape[0] == 2 * 4
+    assert not torch.equal(mha["encoder.block.0.layer.0.SelfAttention.q.weight"],
+                           gqa["encoder.block.0.layer.0.SelfAttention.q.weight"])  # fmt: skip
+
+
+def test_training_data_never_contains_a_validation_example(tmp_path):
+    gen = generator()
+    for name in TASKS:
+        task = task_cfg(name)
+        train_examples = training_examples(task, 300, seed=1, workdir=tmp_path)
+        valid = load_examples(task)
+        if name == "trivia_qa":  # answers recur (years, cities); a subject is only asked about in its split
+            assert not {ex.fields["question"] for ex in train_examples} & {
+                ex.fields["question"] for ex in valid
+            }
+            subjects = {r["entity_pages"]["title"][0] for r in gen.generate(name, "train", 300, 1)}
+            valid_subjects = {r["entity_pages"]["title"][0] for r in gen.generate(name, "validation", 64)}
+            assert not subjects & valid_subjects
+        else:  # the reference (the split key) and the input document both differ
+            assert not {ex.references[0] for ex in train_examples} & {ex.references[0] for ex in valid}, name
+            train_inputs = {json.dumps(ex.fields, sort_keys=True) for ex in train_examples}
+            assert not train_inputs & {json.dumps(ex.fields, sort_keys=True) for ex in valid}, name
+        assert training_examples(task, 20, seed=1, workdir=tmp_path / "again") == train_examples[:20]
+
+
+def test_epoch_plan_is_deterministic_and_covers_every_example():
+    lengths = [1 + (7 * i) % 50 for i in range(103)]
+    plan = plan_epoch(lengths, 120, seed=3, epoch=1, pool=40)
+    assert plan == plan_epoch(lengths, 120, seed=3, epoch=1, pool=40)
+    assert plan != plan_epoch(lengths, 120, seed=3, epoch=2, pool=40)
+    assert sorted(i for batch in plan for i in batch) == list(range(103))
+    assert all(len(b) * max(lengths[i] for i in b) <= 120 for b in plan)
+
+
+@pytest.mark.parametrize("base", ["tiny_t5", "tiny_llama"])
+def test_committed_checkpoint_decodes_the_same_real_outputs_every_time(base):
+    model, tokenizer = load_checkpoint(str(ROOT / "evals" / "checkpoints" / base))
+    decoder_only = not model.config.is_encoder_decoder
+    outputs = []
+    for name in ("wmt_en_de", "trivia_qa"):
+        task = task_cfg(name)
+        examples = load_examples(task, 4)
+        inputs = encode(task, examples, tokenizer, decoder_only)
+        runs = [
+            generate(model, tokenizer, inputs, max_new_tokens=24, batch_size=4, timer=Timer(), progress=False)
+            for _ in range(2)
+        ]
+        assert runs[0] == runs[1], name
+        outputs += [runs[0][i] for i in range(len(examples))]
+    assert len(set(outputs)) == len(outputs)  # every example gets its own answer
+    assert all(len(set(text.split())) > 1 or len(text.split()) <= 2 for text in outputs)
+    files = [p for p in (ROOT / "evals" / "checkpoints" / base).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
