@@ -87,3 +87,7 @@ def convert_main(cfg: DictConfig) -> None:
         convert(cfg)
     except USER_ERRORS as err:
         sys.exit(f"gqa-eval-convert: error: {err}")
+
+
+if __name__ == "__main__":  # python -m gqa_eval.cli, where the console script is not installed
+    run()

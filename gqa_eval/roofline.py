@@ -216,6 +216,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, str | int
     return {
         "device": str(device),
         "device_name": device_name(device),
+        "clock": "cuda_events" if device.type == "cuda" else "perf_counter",
         "dtype": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -220,3 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(built.text, end="")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
