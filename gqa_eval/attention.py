@@ -66,7 +66,8 @@ def grouped_attention(
     if bias is not None:
         bias = bias.expand(b, h, t, s).reshape(b, g, r * t, s)
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=bias, dropout_p=dropout, scale=scaling)
-    return out.view(b, h, t, d).transpose(1, 2)  # (B, G, r*T, D) -> (B, T, H, D)
+    # reshape, not view: CUDA kernels may return (B, G, r*T, D) with a non-contiguous layout
+    return out.reshape(b, h, t, d).transpose(1, 2)  # (B, G, r*T, D) -> (B, T, H, D)
 
 
 def gqa_t5_attention_forward(

@@ -47,6 +47,24 @@ def test_grouped_attention_equals_sdpa_on_repeated_kv():
     torch.testing.assert_close(got, want)
 
 
+def test_grouped_attention_accepts_a_non_contiguous_kernel_output(monkeypatch):
+    """CUDA's SDPA kernels can return (B, G, r*T, D) in a (B, r*T, G, D) memory layout (seen on an H200)."""
+    sdpa = F.scaled_dot_product_attention
+
+    def strided_sdpa(*args, **kwargs):
+        return sdpa(*args, **kwargs).transpose(1, 2).contiguous().transpose(1, 2)
+
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (
+        torch.randn(2, 8, 1, 4, generator=gen),
+        torch.randn(2, 2, 7, 4, generator=gen),
+        torch.randn(2, 2, 7, 4, generator=gen),
+    )
+    want = grouped_attention(q, k, v, None, scaling=1.0)
+    monkeypatch.setattr("gqa_eval.attention.F.scaled_dot_product_attention", strided_sdpa)
+    torch.testing.assert_close(grouped_attention(q, k, v, None, scaling=1.0), want)
+
+
 def test_t5_full_heads_is_identity(batch):
     model = make_t5()
     before = t5_logits(model, batch)
