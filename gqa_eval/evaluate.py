@@ -176,7 +176,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             sink.flush()
             os.fsync(sink.fileno())
 
-        timer = Timer(device=device, mode=cfg.timing.mode)
+        timer = Timer(device=device, mode=cfg.timing.mode, repeats=cfg.timing.get("repeats", 1))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         predictions = generate(

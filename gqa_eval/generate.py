@@ -5,8 +5,9 @@ carry little padding). Each batch is greedy-decoded (``do_sample=False, num_beam
 the task's output length and timed by ``timing.Timer``: wall time, time to first token and every decode
 step (through a logits processor), and the KV cache it ends with. In the fixed-work mode every example
 decodes exactly ``max_new_tokens`` tokens and the prediction is cut where greedy decoding would have
-stopped. One untimed warm-up call runs first. Each batch goes to ``on_batch`` as soon as it is done, so
-the caller can stream it to disk.
+stopped. One untimed warm-up call runs first; with ``timer.repeats`` > 1 every batch is generated that
+many times and the median pass is kept (``Timer.keep_median``). Each batch goes to ``on_batch`` as soon as
+it is done, so the caller can stream it to disk.
 """
 
 from __future__ import annotations
@@ -116,17 +117,23 @@ def generate(
         run(batches[0], min(4, max_new_tokens), [])
     predictions: dict[int, str] = {}
     for idx in tqdm(batches, desc=description, unit="batch", disable=not progress):
-        steps = timer.step_clock(eos_ids)
-        with timer.batch(len(idx), steps) as record:
-            new, cache, width = run(idx, max_new_tokens, [steps, _FiniteCheck()])
+        for rep in range(timer.repeats):  # greedy decoding: every pass does the same work
+            clock = timer.step_clock(eos_ids)
+            with timer.batch(len(idx), clock):
+                out, cache, width = run(idx, max_new_tokens, [clock, _FiniteCheck()])
+            if rep == 0:  # the first pass's tokens are the predictions
+                new, steps = out, clock
+                cache_bytes = kv_cache_parts(cache)
+                cache_tokens = {"self": cache.get_seq_length()} if cache is not None else {}
+            del out, cache  # one pass's cache alive at a time: peak memory is that of one pass
+        record = timer.keep_median(timer.repeats)
         lengths = _natural_lengths(new, eos_ids, steps.natural_stop if timer.mode == "fixed" else None)
         record.new_tokens = new.numel() if timer.mode == "fixed" else sum(lengths)
         record.input_tokens = width
-        record.cache_bytes = kv_cache_parts(cache)
-        record.cache_tokens = {"self": cache.get_seq_length()} if cache is not None else {}
+        record.cache_bytes = cache_bytes
+        record.cache_tokens = cache_tokens
         if "cross" in record.cache_bytes:
             record.cache_tokens["cross"] = width
-        del cache
         if timer.mode == "fixed":  # the natural prediction: cut where greedy decoding would have stopped
             new = [row[: n - 1 if steps.natural_stop[i] is not None else n] for i, (row, n) in
                    enumerate(zip(new.tolist(), lengths, strict=True))]  # fmt: skip

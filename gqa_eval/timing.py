@@ -102,11 +102,15 @@ class Timer:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     clock: Callable[[], float] = time.perf_counter
     mode: str = "natural"
+    repeats: int = 1  # timed passes per batch (see ``keep_median``)
     batches: list[BatchTiming] = field(default_factory=list)
+    pass_spreads: list[float] = field(default_factory=list)  # per batch: (slowest - fastest) / fastest pass
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown timing mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"timing.repeats must be a whole number >= 1, got {self.repeats!r}")
         self._clock = _Clock(self.device, self.clock)
 
     def step_clock(self, eos_ids: set[int]) -> StepClock:
@@ -128,6 +132,23 @@ class Timer:
             ]
         self.batches.append(record)
 
+    def keep_median(self, passes: int) -> BatchTiming:
+        """Replace the last ``passes`` records (timed passes over the same batch) with their median pass.
+
+        The pass whose total time is the median (the lower middle one for an even count) stands for the
+        batch, prefill and steps included; the passes' spread is kept for the summary.
+        """
+        if passes < 1 or passes > len(self.batches):
+            raise ValueError(f"cannot merge {passes} passes: {len(self.batches)} batches timed")
+        group = self.batches[-passes:]
+        del self.batches[-passes:]
+        ordered = sorted(group, key=lambda b: b.seconds)
+        median = ordered[(passes - 1) // 2]
+        self.batches.append(median)
+        if passes > 1 and ordered[0].seconds > 0:
+            self.pass_spreads.append((ordered[-1].seconds - ordered[0].seconds) / ordered[0].seconds)
+        return median
+
     def summary(self) -> dict[str, float | int | str | None]:
         """Totals and medians (with spread) of everything timed so far."""
         seconds = sum(b.seconds for b in self.batches)
@@ -139,6 +160,9 @@ class Timer:
         accounted = sum((b.prefill or 0.0) + sum(b.steps) for b in self.batches)
         return {
             "mode": self.mode,
+            "repeats": self.repeats,
+            # median over batches of the spread between their timed passes (None with one pass)
+            "pass_spread_median": statistics.median(self.pass_spreads) if self.pass_spreads else None,
             "timed_batches": len(self.batches),
             "timed_samples": samples,
             "generated_tokens": tokens,

@@ -54,9 +54,11 @@ def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
 def test_fixed_timing_mode_scores_like_natural(compose_cfg, tmp_path):
     natural = evaluate(compose_cfg(["model=gqa4", "task=wmt_en_de", *QUICK]), output_dir=tmp_path / "n")
     fixed = evaluate(
-        compose_cfg(["model=gqa4", "task=wmt_en_de", "timing.mode=fixed", *QUICK]), output_dir=tmp_path / "f"
+        compose_cfg(["model=gqa4", "task=wmt_en_de", "timing.mode=fixed", "timing.repeats=2", *QUICK]),
+        output_dir=tmp_path / "f",
     )
     assert fixed["timing_mode"] == "fixed" and fixed["timing"]["generated_tokens"] == 3 * 6
+    assert fixed["timing"]["repeats"] == 2 and fixed["timing"]["pass_spread_median"] >= 0
     assert fixed["metrics"] == natural["metrics"]
 
 

@@ -47,6 +47,21 @@ def test_timer_on_fake_clock():
     assert s["accounted_fraction"] == pytest.approx((1.0 + 1.5 + 0.5 + 0.75) / 5.0)
 
 
+def test_repeated_passes_keep_the_median_pass():
+    timer = Timer(clock=FakeClock([0.0, 2.0, 10.0, 11.0, 20.0, 21.5]), repeats=3)
+    for _ in range(3):
+        with timer.batch(4):
+            pass
+    kept = timer.keep_median(3)
+    assert kept.seconds == 1.5 and len(timer.batches) == 1  # passes of 2.0, 1.0, 1.5 s
+    assert timer.summary()["pass_spread_median"] == pytest.approx(1.0) and timer.summary()["repeats"] == 3
+    with pytest.raises(ValueError, match="cannot merge 2 passes"):
+        timer.keep_median(2)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="timing.repeats must be a whole number"):
+            Timer(repeats=bad)
+
+
 def test_fixed_mode_suppresses_eos_and_records_natural_stop():
     timer = Timer(mode="fixed", clock=FakeClock([0.0, 1.0, 2.0, 3.0, 4.0]))
     steps = timer.step_clock({1})
@@ -100,6 +115,19 @@ def test_fixed_mode_decodes_exactly_and_predicts_as_natural(tokenizer):
     assert all(len(b.steps) == 11 for b in fixed.batches)
     assert pred_fixed == pred_natural
     assert len(set(pred_natural.values())) > 1
+
+
+def test_repeats_time_every_batch_again_and_keep_one_record_per_batch(tokenizer):
+    model = make_t5(seed=2)
+    kwargs = {"max_new_tokens": 6, "batch_size": 2, "progress": False}
+    once, thrice = Timer(mode="fixed"), Timer(mode="fixed", repeats=3)
+    assert generate(model, tokenizer, _inputs(5, 9), timer=thrice, **kwargs) == generate(
+        model, tokenizer, _inputs(5, 9), timer=once, **kwargs
+    )
+    assert len(thrice.batches) == len(once.batches) == 3 and len(thrice.pass_spreads) == 3
+    s = thrice.summary()
+    assert s["generated_tokens"] == 5 * 6 and s["timed_samples"] == 5 and s["pass_spread_median"] >= 0
+    assert [b.cache_bytes for b in thrice.batches] == [b.cache_bytes for b in once.batches]
 
 
 def test_prefill_and_decode_account_for_generation_time(tokenizer):
