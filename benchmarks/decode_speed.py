@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import time
 
 import torch
 from transformers import (
@@ -81,6 +82,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, profile one generation of MHA and of the fewest-K/V-heads variant (torch.profiler) "
+        "and print where a decode step's time goes: weight matmuls, attention, everything else",
+    )
     parser.add_argument(
         "--encoder-repeats", action="store_true", help="T5: time the encoder every repeat, not only once"
     )
@@ -172,6 +179,45 @@ def main() -> None:
         print(line)
     if seq2seq:
         print(f"(encoder, shared by all variants: {enc:.3f} s per batch, included in s/sample)")
+    if args.profile:
+        print("\nWhere a decode step's time goes (torch.profiler, self CPU time of one generation / steps):")
+        columns = (*CATEGORIES, "outside ops")
+        print(f"{'variant':<8} " + " ".join(f"{k + ' ms':>15}" for k in columns) + f" {'total ms':>9}")
+        for name in ("mha", names[-1]):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                start = time.perf_counter()
+                run(variants[name], None, args.new)
+                wall = time.perf_counter() - start
+            split = profile_split(prof, steps=args.new)
+            split["outside ops"] = max(0.0, wall / args.new - sum(split.values()))
+            print(f"{name:<8} " + " ".join(f"{split[k] * 1e3:>15.2f}" for k in columns)
+                  + f" {sum(split.values()) * 1e3:>9.2f}")  # fmt: skip
+        print(
+            "(weights: linear layers and the LM head, the same in every variant; attention: the SDPA kernels "
+            "and their matmuls/softmax; other: masks, norms, activations, cache updates; outside ops: Python,"
+            " generate's loop, profiler; all per decode step, prefill included)"
+        )
+
+
+CATEGORIES = ("weights", "attention", "other")
+ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_efficient_attention")
+
+
+def profile_split(prof, steps: int) -> dict[str, float]:
+    """Self CPU seconds per generation step of a profile, grouped into ``CATEGORIES``."""
+    split = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.key_averages():
+        name = event.key
+        if name in ("aten::linear", "aten::addmm", "aten::mm", "aten::matmul") or "gemm" in name:
+            key = "weights"
+        elif (
+            "scaled_dot_product" in name or "flash_attention" in name or name == "aten::_efficient_attention"
+        ):
+            key = "attention"
+        else:
+            key = "other"
+        split[key] += event.self_cpu_time_total / 1e6 / steps
+    return split
 
 
 if __name__ == "__main__":
