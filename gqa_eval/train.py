@@ -18,12 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +28,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from gqa_eval import metrics
-from gqa_eval.convert import attention_heads, convert_to_gqa, head_dim, t5_decoder_attentions
+from gqa_eval.convert import attention_heads, convert_to_gqa
 from gqa_eval.generate import generate
 from gqa_eval.models import load_checkpoint, model_class, resolve_device
 from gqa_eval.paths import PROJECT_ROOT
@@ -47,12 +42,11 @@ from gqa_eval.train_data import (
     encode_pairs,
     model_input_text,
     quiet_progress,
-    swap_trivia_answers,
     train_tokenizer,
     training_examples,
 )
+from gqa_eval.train_model import build_model, lean_attention, pooled_kv, pooling_for_step
 
-LEAN_ATTENTION = "gqa_eval_train_t5"
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "train_config.yaml"
@@ -62,123 +56,6 @@ RUN_CONTROL_KEYS = (
     "out_dir", "output_root", "stop_at", "log_every", "eval_every", "eval_examples", "eval_max_new_tokens",
     "save_every", "keep_resume_state", "overwrite", "progress", "threads", "device",
 )  # fmt: skip
-
-
-def build_model(architecture: DictConfig, tokenizer) -> torch.nn.Module:
-    """A freshly initialised ``architecture.family`` model (t5 or llama) sized by ``architecture.config``."""
-    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
-    families = {"t5": (T5Config, T5ForConditionalGeneration), "llama": (LlamaConfig, LlamaForCausalLM)}
-    if architecture.family not in families:
-        raise ValueError(
-            f"unknown architecture.family {architecture.family!r}; choose one of {list(families)}"
-        )
-    config_cls, model_cls = families[architecture.family]
-    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    if architecture.family == "t5":
-        special["decoder_start_token_id"] = tokenizer.pad_token_id
-    else:
-        special["bos_token_id"] = tokenizer.bos_token_id
-    config = config_cls(vocab_size=len(tokenizer), **special, **OmegaConf.to_container(architecture.config))
-    return model_cls(config)
-
-
-def lean_t5_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    position_bias: torch.Tensor | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """T5 attention for training on CPU, H query heads over G <= H key/value heads.
-
-    T5's relative position bias is learned, so SDPA cannot use its fused kernels and falls back to a
-    float32 ``(B, H, T, S)`` mask per layer; here the scores stay in the autocast dtype, which halves a
-    long-document training step. Same result as SDPA (see tests/test_train.py).
-    """
-    b, h, t, d = query.shape
-    g, s = key.shape[1], key.shape[2]
-    q = query.reshape(b, g, (h // g) * t, d)  # (B, H, T, D) -> (B, G, r*T, D), contiguous groups
-    scores = torch.matmul(q, key.transpose(-1, -2)).view(b, h, t, s)  # (B, H, T, S)
-    if scaling is not None and scaling != 1.0:
-        scores = scores * scaling
-    if position_bias is not None:
-        scores = scores + position_bias.to(scores.dtype)
-    if attention_mask is None and t > 1 and getattr(module, "is_causal", False):
-        # SDPA's mask function leaves causality to is_causal when it can; spell it out
-        attention_mask = torch.ones(t, s, dtype=torch.bool, device=query.device).tril(diagonal=s - t)
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    elif attention_mask is not None:
-        scores = scores + attention_mask.to(scores.dtype)
-    probs = torch.nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
-    out = torch.matmul(probs.view(b, g, (h // g) * t, s), value)  # (B, G, r*T, D)
-    return out.view(b, h, t, d).transpose(1, 2), None  # (B, T, H, D)
-
-
-AttentionInterface.register(LEAN_ATTENTION, lean_t5_attention)
-AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)
-
-
-@contextmanager
-def lean_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Route a T5 model's attention through ``lean_t5_attention`` for a forward pass (others: no-op)."""
-    stacks = [model.encoder, model.decoder] if model.config.model_type == "t5" else []
-    saved = [stack.config._attn_implementation for stack in stacks]
-    for stack in stacks:
-        stack.config._attn_implementation = LEAN_ATTENTION
-    try:
-        yield
-    finally:
-        for stack, name in zip(stacks, saved, strict=True):
-            stack.config._attn_implementation = name
-
-
-def converted_projections(model: torch.nn.Module) -> list[torch.Tensor]:
-    """The K and V projection weights that GQA conversion pools (T5: decoder self- and cross-attention)."""
-    if model.config.model_type == "t5":
-        attentions = list(t5_decoder_attentions(model))
-        return [w for a in attentions for w in (a.k.weight, a.v.weight)]
-    return [
-        w
-        for layer in model.model.layers
-        for w in (layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight)
-    ]
-
-
-def pooled_kv(model: torch.nn.Module, groups: int) -> dict[str, torch.Tensor]:
-    """Parameter overrides that run ``model`` as its mean-pooled GQA-``groups`` conversion would.
-
-    Each converted K/V projection is replaced by its contiguous group means, repeated back to the H heads
-    (the same function as ``convert_to_gqa`` followed by grouped attention), as a differentiable function
-    of the MHA weights, so a training step through it updates the distinct heads.
-    """
-    _, kv_heads = attention_heads(model)
-    dim = head_dim(model)
-    targets = {id(w) for w in converted_projections(model)}
-    overrides = {}
-    for name, weight in model.named_parameters():
-        if id(weight) in targets:
-            heads = weight.view(groups, kv_heads // groups, dim, -1)  # (G, H/G, D, d_model)
-            overrides[name] = heads.mean(dim=1, keepdim=True).expand_as(heads).reshape(weight.shape)
-    return overrides
-
-
-def pooling_for_step(pool_kv: dict[int, float] | None, seed: int, step: int) -> int | None:
-    """The G a training step pools K/V heads to (``None``: plain MHA), drawn with ``pool_kv``'s probabilities
-    from a generator seeded by (seed, step), so a resumed run draws what an uninterrupted one would."""
-    if not pool_kv:
-        return None
-    draw = random.Random(f"pool/{seed}/{step}").random()
-    for groups, probability in sorted(pool_kv.items()):
-        if draw < probability:
-            return int(groups)
-        draw -= probability
-    return None
 
 
 def lr_factor(step: int, cfg: DictConfig) -> float:
@@ -333,11 +210,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         examples = {
-            name: training_examples(task, cfg.data.examples[name], cfg.data.seed, Path(tmp))
+            name: training_examples(
+                task,
+                cfg.data.examples[name],
+                cfg.data.seed,
+                Path(tmp),
+                cfg.data.counterfactual_qa,
+                cfg.data.easy_qa_fraction,
+            )
             for name, task in tasks.items()
         }
-    if cfg.data.swap_trivia_answers and "trivia_qa" in examples:
-        examples["trivia_qa"] = swap_trivia_answers(examples["trivia_qa"], cfg.data.seed)
     model, tokenizer = _initial_model(cfg, examples, tasks, resume)
     model.to(device).train()
     decoder_only = not model.config.is_encoder_decoder
@@ -362,6 +244,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     saved_cfg = OmegaConf.to_container(cfg, resolve=True)
     saved_cfg["out_dir"] = portable(out_dir)
+    for key in ("output_root", "init_from"):  # project paths relative; hub ids and outside paths as given
+        if saved_cfg.get(key) and Path(saved_cfg[key]).exists():
+            saved_cfg[key] = portable(saved_cfg[key])
     (out_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg), encoding="utf-8")
     log = JsonlLog(out_dir / LOG_FILE, step if state is not None else None)
     if state is None:
@@ -384,6 +269,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, float] = {}
     if state is None and cfg.init_from is not None and cfg.eval_every:
         scores = run_eval(0)  # the starting point of an uptraining run (e.g. the converted model)
+    _, kv_heads = attention_heads(model)
     stream = BatchStream(lengths, cfg.batch_tokens, cfg.seed, start=step)
     loss_sum, tokens, last_loss = 0.0, 0, None
     window_start, started = time.perf_counter(), time.perf_counter() - elapsed
@@ -391,7 +277,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         epoch, indices = stream.next()
         batch = collate([pairs[i] for i in indices], tokenizer.pad_token_id, decoder_only)
         batch = {k: v.to(device) for k, v in batch.items()}
-        groups = pooling_for_step(cfg.pool_kv, cfg.seed, step)
+        groups = pooling_for_step(cfg.pool_kv, cfg.seed, step, int(cfg.pool_kv_from * cfg.steps))
+        if groups is not None and (groups >= kv_heads or kv_heads % groups):
+            groups = None  # e.g. uptraining a GQA-2 conversion: only G = 1 still pools
         with lean_attention(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             if groups is None:
                 loss = model(**batch).loss

@@ -46,7 +46,14 @@ def generator() -> ModuleType:
     return module
 
 
-def training_examples(task: Mapping[str, Any], n: int, seed: int, workdir: Path) -> list[Example]:
+def training_examples(
+    task: Mapping[str, Any],
+    n: int,
+    seed: int,
+    workdir: Path,
+    counterfactual_qa: bool = False,
+    easy_fraction: float = 0.0,
+) -> list[Example]:
     """``n`` generated training examples of ``task``, written in the hub schema and loaded back.
 
     Args:
@@ -54,6 +61,9 @@ def training_examples(task: Mapping[str, Any], n: int, seed: int, workdir: Path)
         n: number of examples (a larger ``n`` extends a smaller one: the generator's stream is fixed).
         seed: the generator's seed for the ``train`` split.
         workdir: where the files are written (``workdir/<task>/``, the layout of the bundled sets).
+        counterfactual_qa: TriviaQA only: rewrite the ``n`` records by ``trivia_counterfactuals``
+            (about 4.5 examples per record).
+        easy_fraction: with ``counterfactual_qa``, the share of questions with easy evidence.
 
     Returns:
         The examples, mapped by ``task.fields`` exactly as evaluation maps its split.
@@ -63,6 +73,8 @@ def training_examples(task: Mapping[str, Any], n: int, seed: int, workdir: Path)
     if name not in gen.TASKS:
         raise ValueError(f"no training-data generator for task {name!r}; the generator makes {gen.TASKS}")
     records = gen.generate(name, "train", n, seed)
+    if counterfactual_qa and name == "trivia_qa":
+        records = trivia_counterfactuals(records, seed, easy_fraction)
     gen.write_split(name, "train", records, workdir)
     local = {
         **task,
@@ -91,41 +103,64 @@ def quiet_progress() -> Iterator[None]:
             tf_logging.enable_progress_bar()
 
 
-def swap_trivia_answers(examples: Sequence[Example], seed: int) -> list[Example]:
-    """TriviaQA training examples whose answer is swapped, in the evidence too, for another answer to the
-    same relation (a capital for a capital, a year for a year).
+def trivia_counterfactuals(
+    records: Sequence[dict[str, Any]], seed: int, easy_fraction: float = 0.0
+) -> list[dict[str, Any]]:
+    """TriviaQA training records rewritten so that answers must be read from the evidence.
 
     The generator's fact world is fixed, so its training questions recur with the same answers, and a
-    small model learns to recite them instead of reading the evidence, which fails on the validation
-    subjects it never saw. After the swap the answer is only in the evidence; the validation set is untouched.
+    small model learns to recite them (and fails on the validation subjects it never saw). Here every
+    fact of a record's subject is swapped, in the evidence, for another value of its relation taken from
+    the training world (a capital for a capital, a year for a year), and the record is asked once per
+    relation of its subject: the same evidence with different questions and answers. A share
+    ``easy_fraction`` of the questions come with easy evidence, only the subject's own sentences of its
+    page (no other entities): a curriculum without which a small model stays at guessing the answer's
+    type. Records stay in the hub schema; the bundled validation set is untouched.
     """
     gen = generator()
-    templates = [
-        (relation, re.compile(re.escape(q[0].lower() + q[1:]).replace(re.escape("{s}"), ".+") + "$"))
-        for relation, (questions, _) in gen.RELATIONS.items()
-        for q in questions
-    ]
+    world = {e.name: e for e in gen._world_split("train")}
+    pools: dict[str, list[Any]] = {}
+    for entity in world.values():
+        for relation, value in entity.facts.items():
+            if value not in pools.setdefault(relation, []):
+                pools[relation].append(value)
 
-    def relation_of(question: str) -> str | None:
-        lowered = question[0].lower() + question[1:]
-        return next((rel for rel, pattern in templates if pattern.match(lowered)), None)
+    def render(relation: str, value: Any) -> tuple[list[str], str]:
+        return gen._answer_aliases(gen.RELATION_KINDS[relation], value)
 
-    relations = [relation_of(ex.fields["question"]) for ex in examples]
-    pools: dict[str, list[str]] = {}
-    for rel, ex in zip(relations, examples, strict=True):
-        if rel is not None and ex.references[0] not in pools.setdefault(rel, []):
-            pools[rel].append(ex.references[0])
     out = []
-    for i, (rel, ex) in enumerate(zip(relations, examples, strict=True)):
-        old = ex.references[0]
-        mention = re.compile(rf"(?<!\w){re.escape(old)}(?!\w)")
-        choices = [v for v in pools.get(rel, []) if v != old]
-        if not choices or not mention.search(ex.fields["context"]):
-            out.append(ex)
-            continue
-        new = random.Random(f"swap/{seed}/{i}").choice(choices)
-        context = mention.sub(lambda _, new=new: new, ex.fields["context"])
-        out.append(Example(ex.id, {**ex.fields, "context": context}, [new]))
+    for i, record in enumerate(records):
+        rng = random.Random(f"counterfactual/{seed}/{i}")
+        entity = world[record["entity_pages"]["title"][0]]
+        swapped = {r: rng.choice([v for v in pools[r] if v != old]) for r, old in entity.facts.items()}
+        mentions = {render(r, old)[0][0]: render(r, swapped[r])[0][0] for r, old in entity.facts.items()}
+        pattern = re.compile(
+            "|".join(rf"(?<!\w){re.escape(m)}(?!\w)" for m in sorted(mentions, key=len)[::-1])
+        )
+        pages = [
+            pattern.sub(lambda m, table=mentions: table[m.group(0)], page)
+            for page in record["entity_pages"]["wiki_context"]
+        ]
+        own = [" ".join(s for s in re.split(r"(?<=\.) ", pages[0]) if entity.name in s)]
+        for relation, value in swapped.items():
+            evidence = own if rng.random() < easy_fraction else pages
+            aliases, kind = render(relation, value)
+            question = rng.choice(gen.RELATIONS[relation][0]).format(s=entity.name)
+            answer = {
+                **record["answer"],
+                "aliases": aliases,
+                "normalized_aliases": list(dict.fromkeys(gen.normalize_answer(a) for a in aliases)),
+                "normalized_value": gen.normalize_answer(aliases[0]),
+                "type": kind,
+                "value": aliases[0],
+            }
+            out.append({
+                **record,
+                "question": question[:1].upper() + question[1:],
+                "question_id": f"{record['question_id']}_{relation}",
+                "entity_pages": {**record["entity_pages"], "wiki_context": evidence},
+                "answer": answer,
+            })  # fmt: skip
     return out
 
 

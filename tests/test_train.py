@@ -5,24 +5,27 @@ non-trivial outputs every time."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_decoder, make_t5
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from gqa_eval.convert import attention_heads
+from gqa_eval.convert import attention_heads, convert_to_gqa
 from gqa_eval.generate import generate
 from gqa_eval.models import load_checkpoint
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
 from gqa_eval.train import lr_factor, train
-from gqa_eval.train_data import generator, plan_epoch, training_examples
+from gqa_eval.train_data import collate, encode_pairs, generator, plan_epoch, training_examples
+from gqa_eval.train_model import lean_attention, pooled_kv
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -67,6 +70,14 @@ def task_cfg(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / f"{name}.yaml"), resolve=True)
 
 
+def fixed_batch_loss(checkpoint: Path) -> float:
+    model, tokenizer = load_checkpoint(str(checkpoint))
+    task = task_cfg("wmt_en_de")
+    pairs = encode_pairs(task, load_examples(task, 8), tokenizer, decoder_only=False)
+    with torch.no_grad():
+        return model(**collate(pairs, tokenizer.pad_token_id, decoder_only=False)).loss.item()
+
+
 def test_config_composes_for_both_architectures():
     for name, family in (("tiny_t5", "t5"), ("tiny_llama", "llama")):
         cfg = train_cfg([f"train={name}"])
@@ -74,6 +85,26 @@ def test_config_composes_for_both_architectures():
         assert cfg.steps > 0 and cfg.batch_tokens > 0 and cfg.lr > 0
         assert set(cfg.tasks) == set(TASKS)  # the evaluation's own task configs
         assert cfg.tasks.cnn_dm.input_template == "summarize: {document}"
+
+
+def test_tiny_t5_second_stage_continues_the_first():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_checkpoints", ROOT / "evals" / "build_checkpoints.py"
+    )
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    (first, first_dir), (second, second_dir) = build.STAGES["tiny_t5"]
+    stage1, stage2 = (
+        train_cfg([f"train={first}"]),
+        train_cfg([f"train={second}", f"output_root={ROOT / 'outputs'}"]),
+    )
+    assert second_dir is None and Path(stage2.init_from) == first_dir  # the last stage writes the checkpoint
+    assert stage1.init_from is None and stage2.architecture == stage1.architecture
+    # reading questions get more of the second stage's mixture, from new generated examples
+    share = {c.name: c.data.examples.trivia_qa / sum(c.data.examples.values()) for c in (stage1, stage2)}
+    assert share[second] > 2 * share[first] and stage2.data.seed != stage1.data.seed
 
 
 def test_lr_schedule_warms_up_and_decays():
@@ -84,14 +115,41 @@ def test_lr_schedule_warms_up_and_decays():
     assert factors[10] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_lean_training_attention_equals_sdpa(batch, kv_heads):
+    model = make_t5(n_heads=8).double().train()
+    if kv_heads:
+        convert_to_gqa(model, kv_heads)
+    batch = {**batch, "labels": batch.pop("decoder_input_ids")}  # padded source; causal decoder
+    expected = model(**batch)
+    with lean_attention(model):
+        got = model(**batch)
+    assert torch.allclose(got.logits, expected.logits, atol=1e-10)
+    got.loss.backward()  # and it trains
+    assert model.decoder.config._attn_implementation == ("gqa_t5" if kv_heads else "sdpa")
+
+
+@pytest.mark.parametrize("make", [lambda: make_t5(n_heads=8), lambda: make_decoder("llama", 8, 8)])
+@pytest.mark.parametrize("groups", [4, 1])
+def test_pooled_step_runs_the_mean_pooled_conversion(make, groups):
+    model = make().double()
+    ids = torch.randint(3, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "labels": ids}
+    expected = convert_to_gqa(copy.deepcopy(model), groups)(**inputs).logits
+    got = torch.func.functional_call(model, pooled_kv(model, groups), args=(), kwargs=inputs).logits
+    assert torch.allclose(got, expected, atol=1e-5)  # convert_to_gqa pools in float32
+
+
 def test_training_lowers_loss_and_resumes_exactly(tmp_path):
     full = train_cfg([*TINY, f"out_dir={tmp_path / 'full'}", "steps=12", "save_every=0"])
     result = train(full)
     log = read_log(tmp_path / "full")
     losses = [r["loss"] for r in log if "loss" in r]
-    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
-    assert result["step"] == 12 and set(result["eval"]) == {"cnn_dm", "wmt_en_de", "trivia_qa"}
-    assert load_checkpoint(str(tmp_path / "full"))[0].config.num_heads == 8
+    assert len(losses) == 12 and result["step"] == 12
+    assert set(result["eval"]) == {"cnn_dm", "wmt_en_de", "trivia_qa"}
+    # The loss of a fixed batch: after one step (same run, its first save) versus after twelve.
+    train(train_cfg([*TINY, f"out_dir={tmp_path / 'one'}", "steps=12", "stop_at=1", "save_every=0"]))
+    assert fixed_batch_loss(tmp_path / "full") < fixed_batch_loss(tmp_path / "one/resume") - 0.1
 
     # The same run, interrupted at step 5 and resumed, ends on the same weights and optimizer state.
     part = [*TINY, f"out_dir={tmp_path / 'part'}", "steps=12", "save_every=0"]
@@ -160,6 +218,21 @@ def test_training_data_never_contains_a_validation_example(tmp_path):
             train_inputs = {json.dumps(ex.fields, sort_keys=True) for ex in train_examples}
             assert not train_inputs & {json.dumps(ex.fields, sort_keys=True) for ex in valid}, name
         assert training_examples(task, 20, seed=1, workdir=tmp_path / "again") == train_examples[:20]
+
+
+def test_counterfactual_trivia_reads_its_answers_from_the_evidence(tmp_path):
+    task = task_cfg("trivia_qa")
+    plain = training_examples(task, 40, seed=1, workdir=tmp_path / "plain")
+    examples = training_examples(task, 40, seed=1, workdir=tmp_path / "cf", counterfactual_qa=True)
+    assert examples == training_examples(task, 40, seed=1, workdir=tmp_path / "again", counterfactual_qa=True)
+    assert len(examples) > 3 * len(plain)  # every relation of each record's subject is asked
+    assert all(ex.references[0] in ex.fields["context"] for ex in examples)
+    contexts = {ex.fields["context"] for ex in examples}
+    assert len(contexts) == len(plain) and not contexts & {ex.fields["context"] for ex in plain}
+    valid_subjects = {
+        r["entity_pages"]["title"][0] for r in generator().generate("trivia_qa", "validation", 64)
+    }
+    assert not any(s in ex.fields["question"] for ex in examples for s in valid_subjects)
 
 
 def test_epoch_plan_is_deterministic_and_covers_every_example():
