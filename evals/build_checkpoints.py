@@ -51,11 +51,13 @@ def build(name: str, overrides: list[str]) -> dict:
     final = HERE / "checkpoints" / name
     result = {}
     for k, (config, out_dir) in enumerate(STAGES[name], start=1):
+        # an out_dir override moves the finished checkpoint only; earlier stages stay where the next expects
+        extra = overrides if out_dir is None else [o for o in overrides if not o.startswith("out_dir=")]
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
                 where = [f"out_dir={out_dir or final}", f"output_root={OUTPUTS.parent}"]
-                cfg = compose("train", overrides=[f"train={config}", *where, *BUILD, *overrides])
+                cfg = compose("train", overrides=[f"train={config}", *where, *BUILD, *extra])
         finally:
             GlobalHydra.instance().clear()
         if out_dir is not None and (out_dir / "config.json").is_file() and not (out_dir / "resume").exists():

@@ -57,7 +57,8 @@ def test_t5_grouped_attention_on_cuda(batch, kv_heads):
         want = reference.to("cuda", dtype)(**batch).logits.float()
         torch.testing.assert_close(got, want, atol=tol * want.abs().max().item(), rtol=tol)
     gen = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "max_new_tokens": 10}
-    converted.float(), reference.float()
+    converted.float()
+    reference.float()
     out = converted.generate(**gen, do_sample=False)
     assert len(set(out[:, 1:].flatten().tolist())) > 2
     assert torch.equal(out, reference.generate(**gen, do_sample=False))
