@@ -111,7 +111,7 @@ def generate(
             )
         # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
         new = out.sequences[:, input_ids.shape[1] :] if decoder_only else out.sequences[:, 1:]
-        return new, out.cache, input_ids.shape[1]
+        return new, _returned_cache(out), input_ids.shape[1]
 
     if batches:  # warm-up: allocator, kernels, caches; not timed
         run(batches[0], min(4, max_new_tokens), [])
@@ -142,6 +142,12 @@ def generate(
         if on_batch is not None:
             on_batch(idx, texts)
     return predictions
+
+
+def _returned_cache(out) -> object:
+    """The KV cache generate() returned: ``out.cache`` from transformers 5.24, ``past_key_values`` before."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 class _FiniteCheck:
