@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
-from gqa_eval.timing import Timer, kv_cache_parts
+from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts
 
 
 class NonFiniteLogitsError(FloatingPointError):
@@ -36,7 +36,7 @@ def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch
     return input_ids, mask
 
 
-def _natural_lengths(new: torch.Tensor, eos_ids: set[int], stops: list[int | None] | None) -> list[int]:
+def _eos_lengths(new: torch.Tensor, eos_ids: set[int], stops: list[int | None] | None) -> list[int]:
     """Tokens each row generated when decoding stops at EOS (EOS included), from the output or, in the
     fixed-work mode, from the step at which greedy decoding would have picked EOS."""
     if stops is not None:
@@ -52,6 +52,33 @@ def _natural_lengths(new: torch.Tensor, eos_ids: set[int], stops: list[int | Non
     return counts
 
 
+def _stop_string_length(tokenizer, row: list[int], n: int, stop_strings: Sequence[str]) -> int:
+    """The fewest leading tokens of ``row[:n]`` whose text contains a stop string (``n`` if none does).
+
+    Containment only grows with the prefix, so a binary search finds the token that completes the first
+    stop string (the one at which transformers' ``StopStringCriteria`` ends generation): a few decodes
+    per row, after the batch, outside the timed region.
+    """
+
+    def contains(k: int) -> bool:
+        text = tokenizer.decode(row[:k], skip_special_tokens=True)
+        return any(stop in text for stop in stop_strings)
+
+    if not stop_strings or not contains(n):
+        return n
+    lo, hi = 1, n  # contains(hi) holds
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if contains(mid) else (mid + 1, hi)
+    return hi
+
+
+def cut_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string (the stop string itself dropped)."""
+    cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
 def generate(
     model,
     tokenizer,
@@ -64,6 +91,7 @@ def generate(
     skip: set[int] | frozenset[int] = frozenset(),
     progress: bool = True,
     description: str = "generate",
+    stop_strings: Sequence[str] = (),
 ) -> dict[int, str]:
     """Greedy-decode every input not in ``skip``.
 
@@ -78,12 +106,16 @@ def generate(
         skip: indices not to generate (already predicted).
         progress: show a progress bar.
         description: progress bar label.
+        stop_strings: strings that end a prediction (a decoder-only prompt's answer ends at a newline):
+            natural-mode generation stops at the token that completes one, and in both modes the
+            prediction is cut before the first one.
 
     Returns:
         Prediction text by example index.
 
     Raises:
-        NonFiniteLogitsError: the model produced NaN/inf logits (a broken checkpoint or dtype overflow).
+        NonFiniteLogitsError: the model produced NaN/inf logits or K/V (a broken checkpoint or dtype
+            overflow); checked once per batch, after it.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -94,6 +126,12 @@ def generate(
     order = sorted((i for i in range(len(inputs)) if i not in skip), key=lambda i: -len(inputs[i]))
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
+    stop_strings = [s for s in stop_strings if s]
+    # Built once (it scans the vocabulary), and only where generation may stop early: in the fixed-work
+    # mode every row decodes max_new_tokens and the prediction is cut afterwards.
+    criteria = StoppingCriteriaList()
+    if stop_strings and timer.mode == "natural":
+        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
 
     def run(idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
         input_ids, mask = _pad([inputs[i] for i in idx], pad_id, left=decoder_only)
@@ -106,6 +144,7 @@ def generate(
                 num_beams=1,
                 pad_token_id=pad_id,
                 logits_processor=LogitsProcessorList(processors),
+                stopping_criteria=criteria,
                 return_dict_in_generate=True,
                 output_scores=False,
             )
@@ -119,25 +158,37 @@ def generate(
     for idx in tqdm(batches, desc=description, unit="batch", disable=not progress):
         for rep in range(timer.repeats):  # greedy decoding: every pass does the same work
             clock = timer.step_clock(eos_ids)
+            # The timed region is the generate() call: no host synchronisation and no check over the
+            # vocabulary per step; the clock only timestamps (and, in fixed mode, masks EOS on the device).
             with timer.batch(len(idx), clock):
-                out, cache, width = run(idx, max_new_tokens, [clock, _FiniteCheck()])
+                out, cache, width = run(idx, max_new_tokens, [clock])
             if rep == 0:  # the first pass's tokens are the predictions
+                check_finite(cache, clock.last_scores, idx)
                 new, steps = out, clock
                 cache_bytes = kv_cache_parts(cache)
                 cache_tokens = {"self": cache.get_seq_length()} if cache is not None else {}
             del out, cache  # one pass's cache alive at a time: peak memory is that of one pass
         record = timer.keep_median(timer.repeats)
-        lengths = _natural_lengths(new, eos_ids, steps.natural_stop if timer.mode == "fixed" else None)
-        record.new_tokens = new.numel() if timer.mode == "fixed" else sum(lengths)
+        rows, fixed = new.tolist(), timer.mode == "fixed"
+        natural_stop = steps.natural_stop if fixed else None
+        eos_lengths = _eos_lengths(new, eos_ids, natural_stop)
+        kept, lengths = [], []
+        for i, (row, n) in enumerate(zip(rows, eos_lengths, strict=True)):
+            # In fixed mode the position where greedy decoding picked EOS holds another token: drop it.
+            text_n = n - 1 if natural_stop is not None and natural_stop[i] is not None else n
+            stop_n = _stop_string_length(tokenizer, row, text_n, stop_strings)
+            kept.append(row[:stop_n])
+            lengths.append(stop_n if stop_n < text_n else n)
+        record.new_tokens = new.numel() if fixed else sum(lengths)
         record.input_tokens = width
         record.cache_bytes = cache_bytes
         record.cache_tokens = cache_tokens
         if "cross" in record.cache_bytes:
             record.cache_tokens["cross"] = width
-        if timer.mode == "fixed":  # the natural prediction: cut where greedy decoding would have stopped
-            new = [row[: n - 1 if steps.natural_stop[i] is not None else n] for i, (row, n) in
-                   enumerate(zip(new.tolist(), lengths, strict=True))]  # fmt: skip
-        texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        # The natural prediction in both modes: the tokens up to where greedy decoding stops (EOS or the
+        # token completing a stop string), decoded, then cut before the stop string.
+        texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
+        texts = [cut_at_stop_strings(t, stop_strings).strip() for t in texts]
         predictions.update(zip(idx, texts, strict=True))
         if on_batch is not None:
             on_batch(idx, texts)
@@ -150,15 +201,23 @@ def _returned_cache(out) -> object:
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
-class _FiniteCheck:
-    """Logits processor raising on NaN/inf logits, which would otherwise decode into silent garbage."""
+def check_finite(cache, last_scores: torch.Tensor | None, rows: Sequence[int]) -> None:
+    """Raise :class:`NonFiniteLogitsError` if a batch produced NaN/inf, checked once, after the batch.
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        broken = torch.isnan(scores) | torch.isposinf(scores)  # -inf is how processors mask tokens
-        if broken.any():
-            bad = broken.any(dim=-1).nonzero().flatten().tolist()
-            raise NonFiniteLogitsError(
-                f"non-finite (NaN/inf) logits at generation step {input_ids.shape[1]} in batch rows {bad}: "
-                "the checkpoint is broken or the dtype overflows; try dtype=float32"
-            )
-        return scores
+    The KV cache holds every layer's keys and values at every position, so a NaN or overflow anywhere in
+    the residual stream shows there; the last step's logits cover the final norm and the LM head. (-inf
+    logits are how processors mask tokens and are allowed.)
+    """
+    tensors = [t for t in cache_tensors(cache) if t.is_floating_point()]
+    flags = [~torch.isfinite(t).flatten(1).all(dim=1) for t in tensors]  # (B,) per tensor
+    if last_scores is not None:
+        flags.append((torch.isnan(last_scores) | torch.isposinf(last_scores)).any(dim=-1))
+    if not flags:
+        return
+    broken = torch.stack([f.to(flags[0].device) for f in flags]).any(dim=0)
+    if broken.any():  # one host synchronisation per batch, after its timing
+        bad = [rows[i] for i in broken.nonzero().flatten().tolist()]
+        raise NonFiniteLogitsError(
+            f"non-finite (NaN/inf) logits or keys/values while generating examples {bad}: "
+            "the checkpoint is broken or the dtype overflows; try dtype=float32"
+        )

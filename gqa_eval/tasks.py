@@ -237,15 +237,32 @@ def _map_record(
     return Example(id=ex_id, fields=mapped, references=references)
 
 
+def _render(tokenizer, template: str, fields: Mapping[str, str], chat_template: bool) -> list[int]:
+    """Token ids of the filled template: as one text, or as the user turn of the tokenizer's chat
+    template followed by the assistant's generation prompt (the template adds its own special tokens)."""
+    text = template.format(**fields)
+    if not chat_template:
+        return tokenizer.encode(text)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer.encode(prompt, add_special_tokens=False)
+
+
 def encode(
-    task: Mapping[str, Any], examples: Sequence[Example], tokenizer, decoder_only: bool
+    task: Mapping[str, Any],
+    examples: Sequence[Example],
+    tokenizer,
+    decoder_only: bool,
+    chat_template: bool = False,
 ) -> list[list[int]]:
     """Token ids of each example's model input, at most ``task.max_input_tokens`` long.
 
     The template (T5 prefix, or the decoder-only prompt) is filled with the example's fields and
-    tokenized as one text, so an input that fits is exactly what the template says. One that does not fit
-    has only the field named by ``task.truncate`` cut, by tokens, keeping its start: the instruction and
-    any text after the document (``Summary:``) survive truncation.
+    tokenized as one text (with ``chat_template``, as the user turn of the tokenizer's chat template), so
+    an input that fits is exactly what the template says. One that does not fit has only the field named
+    by ``task.truncate`` cut, by tokens, keeping its start: the instruction and any text after the
+    document (``Summary:``, the chat template's assistant prompt) survive truncation.
     """
     template = task["prompt_template"] if decoder_only else task["input_template"]
     field = task["truncate"]
@@ -254,7 +271,7 @@ def encode(
     limit = task["max_input_tokens"]
     out = []
     for ex in examples:
-        ids = tokenizer.encode(template.format(**ex.fields))
+        ids = _render(tokenizer, template, ex.fields, chat_template)
         if len(ids) > limit:
             body = tokenizer.encode(ex.fields[field], add_special_tokens=False)
             keep = len(body) - (len(ids) - limit)
@@ -265,7 +282,7 @@ def encode(
                         "after the template; raise task.max_input_tokens"
                     )
                 cut = tokenizer.decode(body[:keep], skip_special_tokens=True)
-                ids = tokenizer.encode(template.format(**{**ex.fields, field: cut}))
+                ids = _render(tokenizer, template, {**ex.fields, field: cut}, chat_template)
                 keep -= max(1, len(ids) - limit)
         out.append(ids)
     return out

@@ -15,6 +15,8 @@ which greedy decoding would have stopped, so the prediction scored is the natura
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import statistics
 import sys
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor
@@ -78,21 +81,31 @@ class StepClock(LogitsProcessor):
         self.eos_ids = sorted(eos_ids)
         self.fixed = fixed
         self.marks: list = []
-        self.natural_stop: list[int | None] | None = None
+        self.last_scores: torch.Tensor | None = None  # kept by reference, checked once after the batch
+        self._eos: torch.Tensor | None = None
+        self._stop: torch.Tensor | None = None  # (B,) step at which greedy decoding picked EOS, -1 if not yet
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = len(self.marks)
         self.marks.append(self.clock.mark())
+        self.last_scores = scores
         if self.fixed and self.eos_ids:
-            if self.natural_stop is None:
-                self.natural_stop = [None] * scores.shape[0]
-            chosen = scores.argmax(dim=-1).tolist()  # what greedy decoding picks before EOS is masked
-            for row, tok in enumerate(chosen):
-                if self.natural_stop[row] is None and tok in self.eos_ids:
-                    self.natural_stop[row] = step
-            scores = scores.clone()
-            scores[:, self.eos_ids] = torch.finfo(scores.dtype).min
+            # Device-side only: no host synchronisation and no copy of the scores per step.
+            if self._stop is None:
+                self._eos = torch.tensor(self.eos_ids, device=scores.device)
+                self._stop = torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
+            picked_eos = torch.isin(scores.argmax(dim=-1), self._eos)  # greedy's pick before EOS is masked
+            self._stop.masked_fill_(picked_eos & (self._stop < 0), step)
+            scores.index_fill_(1, self._eos, torch.finfo(scores.dtype).min)
         return scores
+
+    @property
+    def natural_stop(self) -> list[int | None] | None:
+        """Per row, the step at which greedy decoding would have stopped (None: it never picked EOS);
+        read after the batch (one host synchronisation). None outside the fixed mode."""
+        if self._stop is None:
+            return None
+        return [None if s < 0 else s for s in self._stop.tolist()]
 
 
 @dataclass
@@ -195,9 +208,75 @@ def _spread(name: str, values: list[float]) -> dict[str, float | None]:
     }
 
 
+def _vm_hwm_kib() -> int | None:
+    """The kernel's resident-set high-water mark of this process (Linux ``VmHWM``), None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _release_freed_memory() -> None:
+    """Give memory freed by earlier work back to the OS, so a reset high-water mark starts from what is
+    really in use (glibc keeps freed heap pages resident until ``malloc_trim``)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """The peak memory of one run, however many runs the process has made before (a Hydra sweep runs
+    every job in one process, so the process's lifetime peak would carry one job's peak into the next).
+
+    Methods, recorded in ``result.json`` as ``peak_mem_method``:
+
+    - ``cuda_max_memory_allocated``: the CUDA allocator's peak since :meth:`start` (reset there).
+    - ``linux_vmhwm_reset``: on Linux, freed memory is returned to the OS, the kernel's resident-set
+      high-water mark is reset (``/proc/self/clear_refs``), and ``VmHWM`` is read at the end: the run's
+      own peak resident set, the weights included.
+    - ``process_maxrss``: where neither is possible, the process's lifetime peak (``ru_maxrss``), an
+      upper bound that may include earlier runs in the same process.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.method = "process_maxrss"
+
+    def start(self) -> PeakMemory:
+        """Begin the measurement (call before the run loads its model)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "cuda_max_memory_allocated"
+            return self
+        _release_freed_memory()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS (Linux >= 4.0)
+        except OSError:
+            return self
+        if _vm_hwm_kib() is not None:
+            self.method = "linux_vmhwm_reset"
+        return self
+
+    def peak_mb(self) -> float:
+        """Peak memory since :meth:`start`, in MiB (see the class docstring for what is measured)."""
+        if self.method == "cuda_max_memory_allocated":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.method == "linux_vmhwm_reset":
+            hwm = _vm_hwm_kib()
+            if hwm is not None:
+                return hwm / 2**10
+        return peak_memory_mb(self.device)
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory: the CUDA allocator's peak on GPU; on CPU the process's peak resident set (the model
-    included)."""
+    """Lifetime peak memory: the CUDA allocator's peak on GPU; on CPU the process's peak resident set (the
+    model included). Use :class:`PeakMemory` for the peak of one run."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -209,6 +288,24 @@ def cache_bytes(cache) -> int:
     return sum(kv_cache_parts(cache).values())
 
 
+def _layer_tensors(cache) -> Iterator[torch.Tensor]:
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                yield t
+
+
+def cache_tensors(cache) -> Iterator[torch.Tensor]:
+    """Every key and value tensor of a KV cache (self- and, for encoder-decoders, cross-attention)."""
+    if cache is None:
+        return
+    if hasattr(cache, "self_attention_cache"):
+        yield from _layer_tensors(cache.self_attention_cache)
+        yield from _layer_tensors(cache.cross_attention_cache)
+    else:
+        yield from _layer_tensors(cache)
+
+
 def kv_cache_parts(cache) -> dict[str, int]:
     """Bytes of a KV cache by part: ``self`` (and ``cross`` for encoder-decoder caches)."""
     if cache is None:
@@ -218,9 +315,4 @@ def kv_cache_parts(cache) -> dict[str, int]:
             "self": cache_bytes(cache.self_attention_cache),
             "cross": cache_bytes(cache.cross_attention_cache),
         }
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-    return {"self": total}
+    return {"self": sum(t.numel() * t.element_size() for t in _layer_tensors(cache))}
