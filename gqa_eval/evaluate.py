@@ -9,6 +9,7 @@ directory gets ``predictions.jsonl`` (one row per example, written per batch) an
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from gqa_eval import __version__, metrics, roofline
 from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, save_converted
 from gqa_eval.generate import generate
-from gqa_eval.models import checkpoint_files_digest, load_checkpoint
+from gqa_eval.models import checkpoint_files_digest, load_checkpoint, resolve_device
 from gqa_eval.paths import resolve
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
 from gqa_eval.summary import write_atomic, write_summary
 from gqa_eval.tasks import encode, load_examples
-from gqa_eval.timing import Timer, peak_memory_mb
+from gqa_eval.timing import PeakMemory, Timer
+
+log = logging.getLogger("gqa_eval")
 
 
 def _hydra_dirs() -> tuple[Path | None, Path | None]:
@@ -54,6 +57,61 @@ def _check_writable(directory: Path) -> None:
         ) from err
 
 
+def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, found without resolving interpolations (``model.name`` of
+    ``model=gqa`` interpolates the missing ``model.kv_heads``)."""
+    out = []
+    for key in cfg.keys():
+        if OmegaConf.is_missing(cfg, key):
+            out.append(f"{prefix}{key}")
+        elif not OmegaConf.is_interpolation(cfg, key):
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig):
+                out += _missing_keys(node, f"{prefix}{key}.")
+    return out
+
+
+def _check_config(cfg: DictConfig) -> None:
+    """Refuse, in one line naming the key, a config with a required value unset or a value of the wrong
+    kind, before anything is loaded or written."""
+    missing = sorted(_missing_keys(cfg))
+    if missing:
+        hint = {
+            "model.checkpoint": "model=saved evaluates a saved checkpoint: set model.checkpoint=DIR",
+            "model.kv_heads": "model=gqa needs the number of key/value heads: set model.kv_heads=N",
+        }
+        raise ValueError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
+            + "; ".join(hint.get(k, f"set {k}=...") for k in missing)
+        )
+    limit = cfg.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ValueError(
+            f"limit must be a positive whole number of examples or null for all, got limit={limit!r}"
+        )
+    batch_size = cfg.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got batch_size={batch_size!r}")
+    chat = cfg.base.get("chat_template", "auto")
+    if chat not in ("auto", True, False):
+        raise ValueError(f"base.chat_template must be auto, true or false, got {chat!r}")
+
+
+def use_chat_template(cfg: DictConfig, tokenizer, decoder_only: bool) -> bool:
+    """Whether prompts go through the tokenizer's chat template: ``base.chat_template`` true or false, or
+    ``auto`` (the default): for a decoder-only checkpoint whose tokenizer has one (an instruct model)."""
+    setting = cfg.base.get("chat_template", "auto")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if setting is True and not has_template:
+        raise ValueError(
+            f"base.chat_template=true but the tokenizer of {cfg.base.path} has no chat template; "
+            "set base.chat_template=auto or false"
+        )
+    if setting == "auto":
+        return decoder_only and has_template
+    return bool(setting)
+
+
 def make_variant(cfg: DictConfig):
     """Load the base checkpoint (or a saved converted one) and convert it as the model config says.
 
@@ -77,6 +135,8 @@ def make_variant(cfg: DictConfig):
     provenance = {
         "source": str(source),
         "revision": base.get("revision"),
+        # the commit a hub id resolved to (transformers records it on the config); None for local dirs
+        "resolved_revision": getattr(model.config, "_commit_hash", None),
         "weights": checkpoint_files_digest(source),
         "loaded_kv_heads": loaded_kv_heads,
         "conversion": OmegaConf.to_container(variant, resolve=True),
@@ -85,7 +145,26 @@ def make_variant(cfg: DictConfig):
 
 
 def convert(cfg: DictConfig) -> Path:
-    """``gqa-eval-convert``: load ``cfg.base``, convert it to ``cfg.kv_heads`` and save it to ``cfg.out``."""
+    """``gqa-eval-convert``: load ``cfg.base``, convert it to ``cfg.kv_heads`` and save it to ``cfg.out``.
+
+    ``kv_heads`` and ``out`` are checked before the checkpoint is loaded: unset, or of the wrong kind,
+    they are refused in one line that names the key and what to set.
+    """
+    required = {
+        "kv_heads": "the number of key/value heads after conversion (1 = MQA): set kv_heads=N",
+        "out": "the directory to write the converted checkpoint to: set out=DIR",
+    }
+    missing = [key for key in required if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
+            + "; ".join(required[key] for key in missing)
+        )
+    if isinstance(cfg.kv_heads, bool) or not isinstance(cfg.kv_heads, int) or cfg.kv_heads < 1:
+        raise ValueError(
+            f"kv_heads must be a whole number >= 1 (key/value heads after conversion, 1 = MQA), "
+            f"got kv_heads={cfg.kv_heads!r}"
+        )
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
@@ -98,7 +177,7 @@ def convert(cfg: DictConfig) -> Path:
         allow_pickle=base.get("allow_pickle", False),
         trust_remote_code=base.get("trust_remote_code", False),
     )
-    convert_to_gqa(model, int(cfg.kv_heads), method=cfg.method, seed=cfg.seed)
+    convert_to_gqa(model, cfg.kv_heads, method=cfg.method, seed=cfg.seed)
     save_converted(
         model, tokenizer, out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
         revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,
@@ -123,6 +202,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     Returns:
         The contents of ``result.json``.
     """
+    _check_config(cfg)
     hydra_dir, sweep_dir = _hydra_dirs()
     resume = cfg.get("resume", True)
     if isinstance(resume, str):  # resume=PATH: continue the run in PATH
@@ -132,12 +212,6 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     run_dir = Path(output_dir) if output_dir is not None else hydra_dir
     if run_dir is None:
         raise ValueError("evaluate() outside Hydra needs output_dir=")
-    if cfg.limit is not None and cfg.limit <= 0:
-        raise ValueError(
-            f"limit must be a positive number of examples or null for all, got limit={cfg.limit}"
-        )
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got batch_size={cfg.batch_size}")
     task = OmegaConf.to_container(cfg.task, resolve=True)
     unknown = [m for m in task["metrics"] if m not in metrics.METRICS]
     if unknown or task["primary_metric"] not in task["metrics"]:
@@ -154,10 +228,18 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         )
     plain = OmegaConf.to_container(cfg, resolve=True)
     done = load_predictions(run_dir, fingerprint(plain, task, [ex.id for ex in examples]))
+    if done:
+        log.info(
+            "resuming %s: %d of %d examples were predicted by an earlier session and are reused; "
+            "generating the other %d", run_dir, len(done), len(examples), len(examples) - len(done),
+        )  # fmt: skip
+    memory = PeakMemory(resolve_device(cfg.device)).start()  # this run's peak, not the process's
     torch.manual_seed(cfg.seed)
     model, tokenizer, provenance = make_variant(cfg)
     decoder_only = not model.config.is_encoder_decoder
-    inputs = encode(task, examples, tokenizer, decoder_only)
+    chat = use_chat_template(cfg, tokenizer, decoder_only)
+    inputs = encode(task, examples, tokenizer, decoder_only, chat_template=chat)
+    stop_strings = list(task.get("stop_strings") or []) if decoder_only else []
     device = next(model.parameters()).device
     n_heads, kv_heads = attention_heads(model)
 
@@ -177,8 +259,6 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             os.fsync(sink.fileno())
 
         timer = Timer(device=device, mode=cfg.timing.mode, repeats=cfg.timing.get("repeats", 1))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         predictions = generate(
             model,
             tokenizer,
@@ -190,6 +270,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             skip=set(done),
             progress=cfg.get("progress", True),
             description=f"{cfg.model.name} {task['name']}",
+            stop_strings=stop_strings,
         )
 
     predictions.update({i: row["prediction"] for i, row in done.items()})
@@ -224,7 +305,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "prefill_s_per_sample": timing["prefill_s_per_sample"],
         "decode_s_per_token": timing["decode_s_per_token"],
         "tokens_per_s": timing["tokens_per_s"],
-        "peak_mem_mb": peak_memory_mb(device),
+        "peak_mem_mb": memory.peak_mb(),
+        "peak_mem_method": memory.method,
         **roofline.kv_cache_bytes(model, dtype),
         **roofline.measured_kv_bytes(timer.batches),
         **(
@@ -239,13 +321,28 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "batch_size": cfg.batch_size,
         "max_input_tokens": task["max_input_tokens"],
         "max_new_tokens": task["max_new_tokens"],
+        "stop_strings": stop_strings,
+        "chat_template": chat,
+        "reused_predictions": len(done),
         "run_dir": str(run_dir),
         "provenance": provenance,
         "environment": {"gqa_eval": __version__, **roofline.environment(device, dtype)},
         "config": plain,
     }
+    summary_root = _summary_root(run_dir, sweep_dir, Path(cfg.output_root)) if hydra_dir else None
+    result["summary_path"] = str(summary_root / "summary.csv") if summary_root is not None else None
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    summary_root = sweep_dir if sweep_dir is not None else (Path(cfg.output_root) if hydra_dir else None)
     if summary_root is not None:
         write_summary(summary_root)
     return result
+
+
+def _summary_root(run_dir: Path, sweep_dir: Path | None, output_root: Path) -> Path:
+    """Where a finished run's report is rebuilt: its sweep directory in a multirun; ``output_root`` for a
+    single run inside it; the run directory itself for a run outside it (``hydra.run.dir=ELSEWHERE``),
+    whose results ``gqa-eval-summary DIR ...`` gathers with others."""
+    if sweep_dir is not None:
+        return sweep_dir
+    if run_dir.resolve().is_relative_to(output_root.resolve()):
+        return output_root
+    return run_dir

@@ -10,6 +10,7 @@ copies is what runs on the real data.
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,44 @@ def _local_files(task: Mapping[str, Any], root: Path, split: str) -> tuple[str, 
     return builders.pop(), [str(p) for p in files]
 
 
+def _check_not_empty(task: Mapping[str, Any], paths: Sequence[str | Path]) -> None:
+    """Fail, naming the file, on a data file with nothing in it (datasets says only ``StopIteration``)."""
+    for path in paths:
+        p = Path(path)
+        if p.suffix != ".parquet" and not p.read_bytes().strip():
+            raise TaskDataError(
+                f"task {task['name']}: data file {path} is empty; point task.data.path at the split's records"
+            )
+
+
+def _diagnose_json(task: Mapping[str, Any], paths: Sequence[str | Path]) -> str | None:
+    """After ``datasets`` failed on JSON files: the first file and line that is not valid JSON, if any.
+
+    A file is read as one JSON document if it parses as one, else as JSON lines (one record a line).
+    """
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            json.loads(text)
+            continue
+        except json.JSONDecodeError as whole:
+            document_error = whole
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as line_error:
+                err = line_error
+                if n == 1 and Path(path).suffix == ".json":  # not JSON lines: report the document's error
+                    err, n = document_error, document_error.lineno
+                return (
+                    f"task {task['name']}: data file {path} line {n} is not valid JSON ({err.msg} at column "
+                    f"{err.colno}); fix or remove that line (one JSON record a line)"
+                )
+    return None
+
+
 def load_records(task: Mapping[str, Any], split: str | None = None):
     """Load the task's split as a ``datasets.Dataset`` (hub or local, as ``task.data.source`` says)."""
     import datasets
@@ -145,7 +184,14 @@ def load_records(task: Mapping[str, Any], split: str | None = None):
                 return datasets.Dataset.from_dict(read_multi_news(*pair))
             builder, files = _local_files(task, root, split)
             _check_utf8(task, files)
-            return datasets.load_dataset(builder, data_files={split: files}, split=split)
+            _check_not_empty(task, files)
+            try:
+                return datasets.load_dataset(builder, data_files={split: files}, split=split)
+            except Exception:
+                problem = _diagnose_json(task, files) if builder == "json" else None
+                if problem:
+                    raise TaskDataError(problem) from None
+                raise
         if source == "hub":
             hub = data["hub"]
             if fmt == "multi_news_raw":
