@@ -13,8 +13,10 @@ paper converts the decoder only), so its output is computed and timed once (ever
 ``--encoder-repeats``) and shared.
 
 Reported per variant, medians over repeats: decode time per step (one token for each of the batch's
-rows), its ratio to MHA, time per sample ((encoder + prefill + decode) / batch) and its ratio, and the
-KV cache the generation ended with next to the formula's bytes per token.
+rows), its ratio to MHA, time per sample ((encoder + prefill + decode) / batch) and its ratio, the KV
+cache the generation ended with next to the formula's bytes per token, and the roofline floor of a decode
+step (``gqa_eval.roofline``: the weights a step reads and the KV cache at the mean step position, over
+this machine's cached memory bandwidth and matmul rate), the measured step over it and what bounds it.
 
     python benchmarks/decode_speed.py                 # the KV-heavy case: ~60M T5, batch 16, 2048 -> 64
     python benchmarks/decode_speed.py --arch llama --source 1024
@@ -40,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from gqa_eval.convert import attention_heads, convert_to_gqa
 from gqa_eval.models import load_checkpoint, resolve_device, torch_dtype
-from gqa_eval.roofline import kv_cache_bytes
+from gqa_eval.roofline import decode_floor, hardware_rates, kv_cache_bytes
 from gqa_eval.timing import Timer, cache_bytes
 
 
@@ -132,6 +134,7 @@ def main() -> None:
             with timer.batch(args.batch, steps) as record:
                 out = model.generate(**kwargs)
             record.new_tokens = args.batch * new
+            record.input_tokens = args.source  # the prompt, or the cross-attention cache's positions
             return out
 
     def encode() -> None:
@@ -164,9 +167,10 @@ def main() -> None:
         sample = statistics.median((enc + b.seconds) / args.batch for b in batches)
         rows[name] = (step, prefill, sample)
     ref_step, _, ref_sample = rows["mha"]
+    rates = hardware_rates(device, dtype)
     header = (f"\n{'variant':<8} {'kv':>3} {'decode ms/step':>15} {'ratio':>6} {'prefill s':>10} "
               f"{'s/sample':>9} {'ratio':>6} {'cache MiB':>10} {'KV B/token':>11}")  # fmt: skip
-    print(header + (f" {'cross B/src':>12}" if seq2seq else ""))
+    print(header + (f" {'cross B/src':>12}" if seq2seq else "") + f" {'floor ms':>9} {'x floor':>8} bound")
     for name in names:
         step, prefill, sample = rows[name]
         formula = kv_cache_bytes(variants[name], dtype)
@@ -176,9 +180,14 @@ def main() -> None:
                 f"{formula['kv_cache_bytes_per_token']:>11}")  # fmt: skip
         if seq2seq:
             line += f" {formula['cross_kv_cache_bytes_per_source_token']:>12}"
-        print(line)
+        floor = decode_floor(variants[name], timers[name].batches, rates)
+        floor_s = floor["decode_floor_s_per_step"]
+        print(line + f" {floor_s * 1e3:>9.2f} {step / floor_s:>8.2f} {floor['decode_bound']}")
     if seq2seq:
         print(f"(encoder, shared by all variants: {enc:.3f} s per batch, included in s/sample)")
+    memory, matmul = rates["memory_bytes_per_s"] / 1e9, rates["matmul_flops_per_s"] / 1e9
+    print(f"(floor: {memory:.1f} GB/s memory, {matmul:.1f} GFLOP/s matmul, measured once and cached; "
+          "x floor = decode ms/step / floor ms)")  # fmt: skip
     if args.profile:
         print("\nWhere a decode step's time goes (torch.profiler, self CPU time of one generation / steps):")
         columns = (*CATEGORIES, "outside ops")

@@ -1,12 +1,15 @@
 """Timing stage, hardware part: the roofline floor of a decode step, and the environment record.
 
-A decode step must at least read the weights it uses (the decoder and the LM head) and the KV cache up
-to the current position, and must do the step's matrix-multiply FLOPs. Its floor is the larger of
-bytes / memory bandwidth and FLOPs / matmul rate, with both rates measured once per machine, device,
-dtype and thread count, and cached. measured / floor says how close to the hardware limit a variant
-runs; which term is larger says whether the step is memory- or compute-bound. GQA's speed-up comes from
-shrinking the KV bytes (arXiv 2305.13245, sec. 1), so a KV-heavy step is memory-bound and its floor
-falls with the number of K/V heads.
+A decode step must at least read the weights it uses and the KV cache up to the current position, and
+must do the step's matrix-multiply FLOPs. Its floor is the larger of bytes / memory bandwidth and FLOPs
+/ matmul rate, with both rates measured once per machine, device, dtype and thread count, and cached.
+measured / floor says how close to the hardware limit a variant runs; which term is larger says whether
+the step is memory- or compute-bound. GQA's speed-up comes from shrinking the KV bytes (arXiv
+2305.13245, sec. 1), so a KV-heavy step is memory-bound and its floor falls with the number of K/V heads.
+
+What a step reads: the decoder's layers, final norm and LM head, less T5's cross-attention K/V
+projections, which run once per batch on the encoder output (prefill) and whose output every later step
+reads from the cross-attention cache instead (:func:`prefill_only_params`).
 """
 
 from __future__ import annotations
@@ -108,13 +111,59 @@ def _decode_modules(model) -> list[torch.nn.Module]:
     return [model.model.layers, model.model.norm, model.lm_head]
 
 
+def _prefill_only_modules(model) -> list[torch.nn.Module]:
+    """T5's cross-attention K/V projections: computed once per batch from the encoder output."""
+    if architecture(model) != "t5":
+        return []
+    attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
+    return [proj for attn in attentions for proj in (attn.k, attn.v)]
+
+
+def _parameters(modules: list[torch.nn.Module]) -> dict[int, torch.nn.Parameter]:
+    """The distinct parameters of ``modules`` (a tied LM head and embedding count once)."""
+    return {id(p): p for module in modules for p in module.parameters()}
+
+
+def _decode_parameters(model) -> dict[int, torch.nn.Parameter]:
+    used = _parameters(_decode_modules(model))
+    for key in _parameters(_prefill_only_modules(model)):
+        used.pop(key, None)
+    return used
+
+
+def _count(params: dict[int, torch.nn.Parameter]) -> tuple[int, int]:
+    return sum(p.numel() for p in params.values()), sum(p.numel() * p.element_size() for p in params.values())
+
+
 def decode_params(model) -> tuple[int, int]:
-    """``(parameters, bytes)`` of the weights one decode step reads."""
-    seen: dict[int, torch.nn.Parameter] = {}
-    for module in _decode_modules(model):
-        for p in module.parameters():
-            seen[id(p)] = p
-    return sum(p.numel() for p in seen.values()), sum(p.numel() * p.element_size() for p in seen.values())
+    """``(parameters, bytes)`` of the weights one decode step reads.
+
+    The decoder layers (self-attention q/k/v/o, T5's cross-attention q/o, the FFN, the layer norms and
+    T5's relative position bias table, which every step looks the new position up in), the final norm
+    and the LM head. Not counted: the embedding lookup (B rows) and T5's cross-attention K/V
+    projections (:func:`prefill_only_params`).
+    """
+    return _count(_decode_parameters(model))
+
+
+def prefill_only_params(model) -> tuple[int, int]:
+    """``(parameters, bytes)`` of the decoder weights only prefill reads: T5's cross-attention K/V
+    projections (layers x 2 x d_model x kv_heads x d_kv), run once per batch on the encoder output and
+    cached; none for a decoder-only model, whose K/V projections run on every new token."""
+    return _count(_parameters(_prefill_only_modules(model)))
+
+
+def _decode_matmul_weights(model) -> int:
+    """Weights of the linear layers a decode step multiplies each row's hidden state by (norms, biases
+    and the position bias table are read, not multiplied)."""
+    used = _decode_parameters(model)
+    weights = {
+        id(m.weight): m.weight.numel()
+        for module in _decode_modules(model)
+        for m in module.modules()
+        if isinstance(m, torch.nn.Linear) and id(m.weight) in used
+    }
+    return sum(weights.values())
 
 
 def decode_step_cost(model, batch: int, self_positions: float, source_positions: int = 0) -> dict[str, float]:
@@ -126,7 +175,7 @@ def decode_step_cost(model, batch: int, self_positions: float, source_positions:
         self_positions: positions in the self-attention cache (mean over the steps of a batch).
         source_positions: encoder positions in the cross-attention cache (T5; 0 for decoder-only).
     """
-    n_params, weight_bytes = decode_params(model)
+    _, weight_bytes = decode_params(model)
     n_heads, kv_heads = attention_heads(model)
     dim = head_dim(model)
     dtype_bytes = next(model.parameters()).element_size()
@@ -139,7 +188,8 @@ def decode_step_cost(model, batch: int, self_positions: float, source_positions:
         contexts = [self_positions]
     kv_bytes = sum(layers * 2 * kv_heads * dim * dtype_bytes * batch * ctx for ctx in contexts)
     attention_flops = sum(layers * 2 * 2 * batch * n_heads * dim * ctx for ctx in contexts)  # QK^T and AV
-    return {"bytes": weight_bytes + kv_bytes, "flops": 2 * n_params * batch + attention_flops}
+    matmul_flops = 2 * _decode_matmul_weights(model) * batch
+    return {"bytes": weight_bytes + kv_bytes, "flops": matmul_flops + attention_flops}
 
 
 def kv_cache_bytes(model, dtype: torch.dtype | None = None) -> dict[str, int]:
@@ -186,8 +236,10 @@ def decode_floor(model, batches, rates: dict[str, float]) -> dict[str, float | s
     for b in batches:
         if not b.steps:
             continue
-        mean_step = (len(b.steps) + 2) / 2  # the self cache grows by one position a step
-        self_positions = b.input_tokens + mean_step if decoder_only else mean_step
+        # later step k = 1..n feeds generated token k and attends over the prompt (or T5's start token)
+        # plus k positions: on average (n + 1) / 2 of them
+        mean_new = (len(b.steps) + 1) / 2
+        self_positions = (b.input_tokens if decoder_only else 1) + mean_new
         cost = decode_step_cost(model, b.samples, self_positions, 0 if decoder_only else b.input_tokens)
         floor, bound = floor_seconds(cost, rates)
         floors.append(floor)

@@ -27,12 +27,11 @@ def read_csv(path: Path) -> list[dict]:
 def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
     cfg = compose_cfg([f"base={base}", f"model={model}", "task=trivia_qa", *QUICK])
     start = time.perf_counter()
-    result = evaluate(cfg, output_dir=tmp_path / "run")
+    evaluate(cfg, output_dir=tmp_path / "run")
     elapsed = time.perf_counter() - start
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
     assert len(rows) == 3 and {"id", "input", "prediction", "references"} <= set(rows[0])
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert saved["score"] == result["score"] == result["metrics"]["f1"]
     assert saved["n_samples"] == 3 and saved["metric"] == "f1"
     assert saved["kv_heads"] == {"gqa4": 4, "mqa": 1}[model] and saved["n_heads"] == 16
     assert saved["arch"] == {"tiny_t5": "t5", "tiny_llama": "llama"}[base]
@@ -48,9 +47,10 @@ def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
     layers, width = {"tiny_t5": (2, 16), "tiny_llama": (4, 16)}[base]  # decoder layers, head width
     assert saved["kv_cache_bytes_per_token"] == layers * 2 * saved["kv_heads"] * width * 4
     assert saved["peak_mem_mb"] >= saved["params"] * 4 / 2**20  # the fp32 weights are resident
-    assert saved["decode_floor_s_per_step"] > 0 and saved["decode_floor_ratio"] == pytest.approx(
-        saved["decode_s_per_token"] / saved["decode_floor_s_per_step"], rel=0.5
-    )
+    # measured / floor is a median over batches of (median step / that batch's floor): within the steps'
+    # range over the floor, allowing a factor 2 for batches of other sizes
+    floor, ratio = saved["decode_floor_s_per_step"], saved["decode_floor_ratio"]
+    assert t["decode_step_min_s"] / floor / 2 <= ratio <= 2 * t["decode_step_max_s"] / floor
     assert saved["kv_cache_bytes_per_token_measured"] == saved["kv_cache_bytes_per_token"]
     assert saved["timing_mode"] == "natural" and saved["decode_bound"] in ("memory", "compute")
     assert {"device_name", "torch", "transformers", "threads", "dtype"} <= set(saved["environment"])

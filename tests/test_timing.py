@@ -3,8 +3,6 @@ the cache against the formula, fixed-work mode, the roofline floor, and CUDA pat
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from conftest import make_decoder, make_t5
@@ -140,19 +138,6 @@ def test_prefill_and_decode_account_for_generation_time(tokenizer):
     for b in timer.batches:
         assert len(b.steps) == 15 and b.prefill > 0 and all(t > 0 for t in b.steps)
         assert b.prefill + sum(b.steps) <= b.seconds
-
-
-def test_decode_floor_falls_with_kv_heads():
-    mha = make_t5()
-    mqa = convert_to_gqa(copy.deepcopy(mha), 1)
-    rates = {"memory_bytes_per_s": 1e10, "matmul_flops_per_s": 1e12}
-    costs = [roofline.decode_step_cost(m, 16, self_positions=32, source_positions=2048) for m in (mha, mqa)]
-    assert costs[1]["bytes"] < costs[0]["bytes"]
-    kv_saved = 2 * 2 * (8 - 1) * 4 * 4 * 16 * (32 + 2048)  # layers x K,V x heads saved x d x fp32 x B x ctx
-    removed_weights = 2 * 2 * 2 * (8 - 1) * 4 * 32 * 4  # layers x (self, cross) x K,V x heads x d x d_model
-    assert costs[0]["bytes"] - costs[1]["bytes"] == kv_saved + removed_weights
-    floor, bound = roofline.floor_seconds(costs[0], rates)
-    assert bound == "memory" and floor == pytest.approx(costs[0]["bytes"] / 1e10)
 
 
 def test_hardware_rates_are_measured_once_and_cached(tmp_path, monkeypatch):
