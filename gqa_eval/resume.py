@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
 
 PREDICTIONS = "predictions.jsonl"
@@ -45,10 +45,7 @@ def file_sha256(path: Path) -> str:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
         cache[key] = digest.hexdigest()
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, json.dumps(cache, indent=1))
     return cache[key]
 
 
@@ -85,6 +82,7 @@ def fingerprint(
             "input_template": task["input_template"],
             "prompt_template": task["prompt_template"],
             "truncate": task["truncate"],
+            "stop_strings": list(task.get("stop_strings") or []),
             "max_input_tokens": task["max_input_tokens"],
             "examples": f"{len(example_ids)} ids, sha256 {ids}",
         },
@@ -94,6 +92,7 @@ def fingerprint(
             "dtype": cfg["dtype"],
             "device": cfg["device"],
             "decoding": "greedy",
+            "chat_template": cfg["base"].get("chat_template", "auto"),
         },
     }
 

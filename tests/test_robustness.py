@@ -116,7 +116,7 @@ def test_multirun_with_a_failing_job_keeps_the_others(tmp_path):
         (["model=gqa3"], "Could not find 'model/gqa3'"),
         (["base=tiny_t6"], "Could not find 'base/tiny_t6'"),
         (["model=gqa", "model.kv_heads=32"], "kv_heads=32 is larger than the model's 16 key/value heads"),
-        (["limit=0"], "limit must be a positive number of examples"),
+        (["limit=0"], "limit must be a positive whole number of examples"),
         (["base.path=does/not/exist"], "checkpoint path .*does/not/exist does not exist"),
         (["dtype=float16", "device=cpu"], "dtype=float16 on device=cpu is not supported"),
         (["task.metrics=[rouge1,bleu4]"], r"unknown metric\(s\) \['bleu4'\]"),
