@@ -23,7 +23,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from gqa_eval.attention import ATTN_IMPLEMENTATION
-from gqa_eval.io import file_mode
+from gqa_eval.io import readable_weights
 
 METHODS = ("mean", "first", "random")
 # Decoder-only families whose attention modules carry k_proj / v_proj / num_key_value_groups.
@@ -214,10 +214,7 @@ def save_converted(
         raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    # safetensors 0.8 writes through a 0600 temporary file it renames (safetensors/safetensors#782): give the
-    # weights the mode every other file here gets, so collaborators can read the checkpoint
-    for weights in out.glob("*.safetensors"):
-        weights.chmod(file_mode())
+    readable_weights(out)
     tokenizer.save_pretrained(out)
     n_heads, kv_heads = attention_heads(model)
     record = {

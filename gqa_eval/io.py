@@ -56,3 +56,13 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def readable_weights(directory: str | Path) -> None:
+    """Give the ``*.safetensors`` files in ``directory`` the mode every other file gets (:func:`file_mode`).
+
+    safetensors 0.8 writes through a ``0600`` temporary file that it renames (safetensors/safetensors#782),
+    so a checkpoint saved with ``save_pretrained`` would be unreadable to collaborators.
+    """
+    for weights in Path(directory).glob("*.safetensors"):
+        weights.chmod(file_mode())

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from gqa_eval import metrics
 from gqa_eval.convert import attention_heads, convert_to_gqa
 from gqa_eval.generate import generate
+from gqa_eval.io import readable_weights
 from gqa_eval.models import load_checkpoint, model_class, resolve_device
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
@@ -117,6 +118,7 @@ def save_resume(directory: Path, model, tokenizer, optimizer, scheduler, state: 
     tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    readable_weights(tmp)
     tokenizer.save_pretrained(tmp)
     full = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save({**full, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
@@ -317,6 +319,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     bar.close()
     if step >= cfg.steps:  # only now: until here out_dir keeps any checkpoint it held, whole
         model.save_pretrained(out_dir)
+        readable_weights(out_dir)
         tokenizer.save_pretrained(out_dir)
         if not cfg.keep_resume_state:
             shutil.rmtree(out_dir / "resume", ignore_errors=True)
