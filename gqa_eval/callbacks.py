@@ -3,7 +3,8 @@
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each successful job already refreshes
 the report itself (``evaluate`` calls ``write_summary``); this callback writes the final one at the end
 of a multirun and prints the pivot, and refreshes the report after a failed job so that the failure is
-listed (Hydra's basic sweeper raises on a failed job before ``on_multirun_end`` is reached).
+listed (Hydra's basic sweeper raises on a failed job before ``on_multirun_end`` is reached). When the
+runs mix settings (``gqa_eval.report.SETTINGS``) it says which, in one warning line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gqa_eval.summary import find_failures, find_results, write_report
 
@@ -33,15 +34,28 @@ class SummaryCallback(Callback):
         print(f"\ngqa-eval: report of {len(built.rows)} runs written to {sweep_dir}/")
         print("  " + ", ".join(p.name for p in built.files) + "\n")
         print(built.text, end="", flush=True)
+        if built.warning:
+            log.warning("%s", built.warning)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
             return  # evaluate() refreshed the report itself
-        multirun = config.hydra.mode == RunMode.MULTIRUN
-        root = Path(config.hydra.sweep.dir) if multirun else Path(config.output_root)
+        root = _report_root(config)
         if not (find_results(root) or find_failures(root)):
             return  # nothing to list: the job failed before writing anything
         try:
             write_report(root)
         except Exception as err:  # the job's own error is the one to report
             log.warning("could not refresh the report in %s after a failed job: %s", root, err)
+
+
+def _report_root(config: DictConfig) -> Path:
+    """Where a job's report lives, as ``evaluate`` places it: the sweep directory of a multirun;
+    ``output_root`` for a single run inside it, the run directory itself for one elsewhere."""
+    if config.hydra.mode == RunMode.MULTIRUN:
+        return Path(config.hydra.sweep.dir)
+    output_root = Path(config.output_root)
+    run_dir = OmegaConf.select(config, "hydra.runtime.output_dir")
+    if run_dir is None or Path(run_dir).resolve().is_relative_to(output_root.resolve()):
+        return output_root
+    return Path(run_dir)

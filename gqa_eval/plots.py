@@ -1,12 +1,16 @@
 """Summary stage, plots: the paper's Fig. 3 (quality vs time per sample) and Fig. 6 (time and KV-cache
-bytes vs number of K/V heads), drawn on bare matplotlib Figures (the Agg renderer: no display needed)."""
+bytes vs number of K/V heads), drawn on bare matplotlib Figures (the Agg renderer: no display needed).
+
+Both read the table's rows as they are: a point is one row of ``table.md``, with its numbers, labelled as
+the table labels it (``quality_points``, ``kv_series``); nothing is pooled again here.
+"""
 
 from __future__ import annotations
 
 import io
 from collections import defaultdict
 
-from gqa_eval.report import PUBLISHED, Column, Table, Variant, mean_of
+from gqa_eval.report import PUBLISHED, Column, Table, Variant, settings_text
 
 
 def _png(fig) -> bytes:
@@ -32,41 +36,51 @@ def _point(v: Variant, column: Column | None) -> tuple[float | None, float | Non
     return (cell.time_s, cell.score) if cell else (None, None)
 
 
+def _computed(table: Table) -> list[Variant]:
+    return [v for v in table.variants if v.source != PUBLISHED]
+
+
+def _n_tasks(table: Table) -> int:
+    """How many task columns the computed rows fill (the published rows may add more)."""
+    return len({c.key for v in _computed(table) for c in table.columns if c.key in v.cells})
+
+
+def quality_points(table: Table, column: Column | None = None) -> dict[str, list[tuple[float, float, str]]]:
+    """Fig. 3's points by base: (time, score, the row's label) for every row with both, fewest K/V
+    heads first; a label says over how many tasks when the Average covers fewer than all."""
+    total = _n_tasks(table)
+    points: dict[str, list] = {}
+    for v in sorted(_computed(table), key=lambda v: (str(v.base), v.kv_heads or 0)):
+        x, y = _point(v, column)
+        if x is not None and y is not None:
+            note = f" ({v.n_tasks}/{total} tasks)" if column is None and v.n_tasks < total else ""
+            points.setdefault(str(v.base), []).append((x, y, v.label + note))
+    return points
+
+
 def plot_quality_vs_time(table: Table, column: Column | None = None) -> bytes:
-    """The paper's Fig. 3: Average (or one task's score) against time per sample, a point per variant."""
+    """The paper's Fig. 3: Average (or one task's score) against time per sample, a point per table row."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.5, 5), dpi=150, layout="constrained")
     ax = fig.add_subplot()
     _style(ax)
-    variants = [v for v in table.variants if v.source != PUBLISHED]
-    total, plotted = len({c.key for v in variants for c in table.columns if c.key in v.cells}), 0
-    bases = sorted({str(v.base) for v in variants})
-    for i, base in enumerate(bases):
-        points = []
-        for v in sorted((v for v in variants if str(v.base) == base), key=lambda v: v.kv_heads or 0):
-            x, y = _point(v, column)
-            if x is None or y is None:
-                continue
-            note = f" ({v.n_tasks}/{total} tasks)" if column is None and v.n_tasks < total else ""
-            conv = f" {v.conversion}" if v.conversion not in (None, "mean") else ""
-            points.append((x, y, f"{v.kind}{conv}{note}"))
-        if not points:
-            continue
+    variants, total = _computed(table), _n_tasks(table)
+    by_base = quality_points(table, column)
+    for i, (base, points) in enumerate(by_base.items()):
         color = colormaps["tab10"](i % 10)
         xs, ys, _ = zip(*points, strict=True)
         ax.scatter(xs, ys, s=46, color=color, edgecolor="white", linewidth=0.8, zorder=3, label=base)
         for x, y, text in points:
-            ax.annotate(text, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4)
-        plotted += len(points)
+            ax.annotate(text, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=7, zorder=4)
     devices = ", ".join(sorted({v.device for v in variants if v.device})) or "device"
     ax.set_xlabel(f"Time per sample (s, {devices})")
     what = "Average of the primary scores" if column is None else f"{column.label} ({column.task})"
     ax.set_ylabel(f"{what} (0-100)")
     scope = f"Average over {total} tasks" if column is None else f"{column.label}; time on {column.task}"
     ax.set_title(f"Quality vs. inference time ({scope})\ncf. Ainslie et al. 2023 (arXiv 2305.13245), Fig. 3")
-    if plotted:
+    if by_base:
         ax.margins(x=0.18, y=0.12)
         ax.set_ylim(bottom=max(ax.get_ylim()[0], 0.0))  # scores are 0-100
         ax.legend(title="base checkpoint", fontsize=8, title_fontsize=8, loc="best")
@@ -83,36 +97,54 @@ def _bytes_label(value: float, _pos=None) -> str:
     return f"{value:g} TiB"
 
 
-def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
-    """The paper's Fig. 6: time per sample and KV-cache bytes against kv_heads (log2), a line per base.
+def _series_name(base, conversion, tags: list[str]) -> str:
+    """A Fig. 6 line: a table label without its MHA/GQA-G/MQA word (the x axis says that)."""
+    name = str(base) + (f" ({conversion})" if conversion else "")
+    return f"{name} [{', '.join(tags)}]" if tags else name
 
-    MHA (no conversion) joins every conversion method's line of its base.
+
+def kv_series(table: Table, column: Column | None = None) -> dict[str, list[tuple[int, Variant]]]:
+    """Fig. 6's lines: per base, conversion and tags, (kv_heads, row) with one row per kv_heads.
+
+    A row with no conversion (the base as it is: MHA) joins every line of its base with the same
+    settings tags, or stands alone.
     """
+    variants = [v for v in _computed(table) if v.kv_heads]
+    series: dict[str, list[tuple[int, Variant]]] = defaultdict(list)
+    for v in variants:
+        if v.conversion:
+            series[_series_name(v.base, v.conversion, v.tags)].append((v.kv_heads, v))
+    for v in variants:
+        if v.conversion:
+            continue
+        joins = [
+            _series_name(w.base, w.conversion, w.tags)
+            for w in variants
+            if w.conversion and w.base == v.base and w.tags == v.tags == settings_text(v.settings)
+        ]  # a row told apart by its model name (a saved checkpoint) neither joins nor is joined
+        for name in dict.fromkeys(joins) or [_series_name(v.base, None, v.tags)]:
+            series[name].append((v.kv_heads, v))
+    return {name: sorted(points, key=lambda p: p[0]) for name, points in sorted(series.items())}
+
+
+def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
+    """The paper's Fig. 6: time per sample and KV-cache bytes against kv_heads (log2), a line per base
+    (and conversion, and settings tag), each point one row of the table (``kv_series``)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     fig = Figure(figsize=(11, 4.6), dpi=150, layout="constrained")
     ax_t, ax_b = fig.subplots(1, 2, sharex=True)
-    variants = [v for v in table.variants if v.source != PUBLISHED and v.kv_heads]
-    convs = sorted({v.conversion for v in variants if v.conversion})
-    series: dict[tuple, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-    for v in variants:
-        own = [c for c in convs if any(w.base == v.base and w.conversion == c for w in variants)]
-        for conv in [v.conversion] if v.conversion else own or [None]:
-            series[(str(v.base), conv)][v.kv_heads].append(v)
-
+    series = kv_series(table, column)
     handles = {}  # one legend entry per line, from whichever panel has it
-    for i, ((base, conv), by_kv) in enumerate(
-        sorted(series.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
-    ):
-        color, label = colormaps["tab10"](i % 10), base + (f" ({conv})" if len(convs) > 1 and conv else "")
-        kvs = sorted(by_kv)
+    for i, (label, points) in enumerate(series.items()):
+        color = colormaps["tab10"](i % 10)
         for ax, values, marker in (
-            (ax_t, [mean_of(_point(v, column)[0] for v in by_kv[k]) for k in kvs], "o"),
-            (ax_b, [mean_of(v.kv_bytes for v in by_kv[k]) for k in kvs], "s"),
+            (ax_t, [(k, _point(v, column)[0]) for k, v in points], "o"),
+            (ax_b, [(k, v.kv_bytes) for k, v in points], "s"),
         ):
-            pts = [(k, y) for k, y in zip(kvs, values, strict=True) if y is not None]
+            pts = [(k, y) for k, y in values if y is not None]
             if not pts:
                 continue
             (line,) = ax.plot(*zip(*pts, strict=True), marker=marker, color=color, markersize=5, zorder=3)
@@ -120,6 +152,7 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
             for k, y in pts:
                 text = _bytes_label(y) if ax is ax_b else f"{y:.3g}"
                 ax.annotate(text, (k, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=7)
+    variants = [v for points in series.values() for _, v in points]
     ticks = sorted({v.kv_heads for v in variants})
     for ax in (ax_t, ax_b):
         _style(ax)
@@ -130,7 +163,7 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
         ax.set_xlabel("KV heads G (log2; 1 = MQA, all heads = MHA)")
         ax.margins(x=0.1, y=0.15)
     devices = ", ".join(sorted({v.device for v in variants if v.device})) or "device"
-    where = "mean over each variant's tasks" if column is None else column.task
+    where = "T_infer: mean over each row's tasks" if column is None else column.task
     ax_t.set_ylabel(f"Time per sample (s, {devices})")
     ax_t.set_title(f"Time per sample ({where})")
     ax_t.set_ylim(bottom=0)
@@ -139,9 +172,7 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
     ax_b.set_ylabel("KV cache per token (log2)")
     ax_b.set_title("KV-cache size per token (decoder self-attention)")
     if handles:
-        ax_t.legend(
-            list(handles.values()), list(handles), title="base checkpoint", fontsize=8, title_fontsize=8
-        )
+        ax_t.legend(list(handles.values()), list(handles), title="table rows", fontsize=7, title_fontsize=8)
     if not ax_t.lines:
         _no_data(ax_t, "kv_heads and a time")
     if not ax_b.lines:

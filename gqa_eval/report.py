@@ -1,9 +1,10 @@
 """Summary stage, the readable part: the paper's Table 1 as a pivot of summary rows, and its text forms.
 
 ``pivot(rows)`` turns the long-format summary rows (one per run) into one row per variant (base, model,
-kv_heads, conversion): T_infer, the plain mean of the primary scores present, then each task's score,
-repeats averaged and counted; ``published_rows()`` are the paper's own rows, kept apart. ``to_markdown``,
-``to_table_csv`` and ``to_text`` render it. Nothing here reads or writes files (``summary.py`` does).
+kv_heads, conversion) and settings (``SETTINGS``: runs that differ in one are tagged and kept apart): T_infer,
+the plain mean of the primary scores present, then each task's score, repeats averaged and counted;
+``published_rows()`` are the paper's own rows, kept apart. ``to_markdown``, ``to_table_csv`` and
+``to_text`` render it. Nothing here reads or writes files (``summary.py`` does).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 # (task, primary metric) -> column label, in the order of the paper's Table 1 (arXiv 2305.13245).
@@ -37,9 +38,18 @@ PAPER_TABLE1 = [
     ("T5-XXL GQA-8", 64, 8, 0.28, 47.1, 43.5, 45.4, 47.7, 36.3, 47.2, 28.4, 81.6),
 ]
 REFERENCES = ("paper",)
+# Settings that change a number: runs that differ in one are never averaged together. A run-wide
+# setting is compared with the folder's most common value; a per-task one with that task's largest
+# (n_samples: the full split; the lengths: the task's own) or, for the split, its most common value. A
+# run that differs is tagged [setting=value] and goes into a row of its own, so that a limit=8 smoke run
+# or a fixed-timing run never moves a row of full natural-timing runs. In the order tags are written.
+TASK_SETTINGS = ("n_samples", "split", "max_input_tokens", "max_new_tokens")
+RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device")
+SETTINGS = (*TASK_SETTINGS, *RUN_SETTINGS)
+LARGEST = ("n_samples", "max_input_tokens", "max_new_tokens")
 TABLE_CSV_HEAD = [
-    "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "device",
-    "timing_mode", "t_infer_s", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
+    "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "settings", "device",
+    "timing_mode", "t_infer_s", "timing_partial", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
 ]  # fmt: skip
 
 
@@ -61,11 +71,13 @@ class Column:
 
 @dataclass
 class Cell:
-    """A (variant, task) cell: mean primary score over its runs, how many, and their mean time."""
+    """A (variant, task) cell: mean primary score over its runs, how many, and their mean time
+    (``partial``: only runs whose timing covers part of their examples had one)."""
 
     score: float
     n: int
     time_s: float | None = None
+    partial: bool = False
 
 
 @dataclass
@@ -83,15 +95,22 @@ class Variant:
     cells: dict[str, Cell] = field(default_factory=dict)
     t_infer: float | None = None
     timing_mode: str | None = None
-    mixed_timing: bool = False
+    timing_partial: bool = False
     average: float | None = None
     n_runs: int = 0
     kv_bytes: float | None = None
     device: str = ""
+    settings: dict[str, object] = field(default_factory=dict)  # where its runs differ from the folder's
+    tags: list[str] = field(default_factory=list)  # in the label's [...]: model name if needed, settings
 
     @property
     def n_tasks(self) -> int:
         return len(self.cells)
+
+    @property
+    def untimed(self) -> list[str]:
+        """Keys of the cells with a score but no time."""
+        return [key for key, cell in self.cells.items() if cell.time_s is None]
 
     @property
     def kind(self) -> str:
@@ -105,10 +124,12 @@ class Variant:
 
 @dataclass
 class Table:
-    """The pivot: task columns in the paper's order, computed rows, then any published rows."""
+    """The pivot: task columns in the paper's order, computed rows, then any published rows; ``mixed``:
+    each setting in which some runs differ from the others, and the values found."""
 
     columns: list[Column]
     variants: list[Variant]
+    mixed: dict[str, list] = field(default_factory=dict)
 
 
 def mean_of(values) -> float | None:
@@ -123,8 +144,48 @@ def _column_order(col: Column) -> tuple:
     return (order.index(pair), "", "") if pair in order else (len(order), col.task, col.metric)
 
 
+def _setting(row: dict, name: str):
+    return _timing_mode(row) if name == "timing_mode" else row.get(name)
+
+
 def _timing_mode(row: dict) -> str:
     return row.get("timing_mode") or "natural"
+
+
+def _sorted(values) -> list:
+    """Numbers in order, then anything else by its text."""
+    return sorted(values, key=lambda x: (0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)))
+
+
+def _most_common(values: list):
+    counts = Counter(values)
+    return max(_sorted(counts), key=lambda x: counts[x])  # ties: the first in order
+
+
+def references(rows: list[dict]) -> dict[tuple[str | None, str], object]:
+    """What each setting of a run is compared with: ``(None, name)`` run-wide, ``(task, name)`` per task
+    (see ``SETTINGS``). A run lacking a setting (a result from before it was recorded) is not compared."""
+    refs: dict[tuple[str | None, str], object] = {}
+    by_task: dict[str | None, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_task[r.get("task")].append(r)
+    scopes = [(None, RUN_SETTINGS, rows), *((task, TASK_SETTINGS, runs) for task, runs in by_task.items())]
+    for scope, names, runs in scopes:
+        for name in names:
+            values = [v for v in (_setting(r, name) for r in runs) if v is not None]
+            if values:
+                refs[(scope, name)] = max(values) if name in LARGEST else _most_common(values)
+    return refs
+
+
+def _differs(row: dict, refs: dict) -> tuple[tuple[str, object], ...]:
+    """The (setting, value) pairs in which ``row`` differs from its references, in ``SETTINGS`` order."""
+    out = []
+    for name in SETTINGS:
+        value, ref = _setting(row, name), refs.get((None if name in RUN_SETTINGS else row.get("task"), name))
+        if value is not None and ref is not None and value != ref:
+            out.append((name, value))
+    return tuple(out)
 
 
 def _variant(runs: list[dict]) -> Variant:
@@ -137,29 +198,38 @@ def _variant(runs: list[dict]) -> Variant:
     v.device = ", ".join(sorted({str(r.get("device")) for r in runs if r.get("device")}))
     kv_bytes = mean_of(r.get("kv_cache_bytes_per_token") for r in runs)
     v.kv_bytes = int(kv_bytes) if kv_bytes is not None and kv_bytes.is_integer() else kv_bytes
-    modes = {_timing_mode(r) for r in runs}
-    # Fixed-length timing (every sample decodes the same number of tokens) compares variants on equal
-    # work, so it is preferred for T_infer where a variant has both.
-    v.timing_mode = "fixed" if "fixed" in modes else "natural"
-    v.mixed_timing = len(modes) > 1
+    v.timing_mode = _most_common([_timing_mode(r) for r in runs])  # one mode: it is a grouping setting
     by_cell: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         by_cell[(r["task"], r["metric"])].append(r)
     for (task, metric), cell_runs in by_cell.items():
-        timed = [r.get("time_per_sample_s") for r in cell_runs if _timing_mode(r) == v.timing_mode]
+        timed = [r for r in cell_runs if r.get("time_per_sample_s") is not None]
+        # A resumed run timed only the examples left after the interruption (the shortest, as batches
+        # run longest first): a complete timing of the same cell is used instead where there is one.
+        complete = [r for r in timed if not r.get("timing_partial")]
         v.cells[Column(task, metric).key] = Cell(
             score=statistics.fmean(float(r["score"]) for r in cell_runs),
             n=len(cell_runs),
-            time_s=mean_of(timed),
+            time_s=mean_of(float(r["time_per_sample_s"]) for r in complete or timed),
+            partial=bool(timed) and not complete,
         )
-    v.t_infer = mean_of(c.time_s for c in v.cells.values())
+    # T_infer covers the tasks of the Average or none: a mean over fewer tasks would not compare
+    times = [c.time_s for c in v.cells.values()]
+    v.t_infer = statistics.fmean(times) if None not in times else None
+    v.timing_partial = v.t_infer is not None and any(c.partial for c in v.cells.values())
     v.average = statistics.fmean(c.score for c in v.cells.values())
     return v
 
 
 def _label(v: Variant) -> str:
     label = f"{v.base} {v.kind}"
-    return f"{label} ({v.conversion})" if v.conversion else label
+    label = f"{label} ({v.conversion})" if v.conversion else label
+    return f"{label} [{', '.join(v.tags)}]" if v.tags else label
+
+
+def settings_text(settings: dict[str, object]) -> list[str]:
+    """``{"n_samples": 8}`` -> ``["n_samples=8"]``: the tags of a row's settings."""
+    return [f"{name}={value}" for name, value in settings.items()]
 
 
 def published_rows() -> list[Variant]:
@@ -175,36 +245,63 @@ def published_rows() -> list[Variant]:
 
 
 def pivot(rows: list[dict], reference: str | None = None) -> Table:
-    """One row per variant from summary rows (one per run); ``reference="paper"`` appends Table 1.
+    """One row per variant and settings from summary rows (one per run): runs that differ in one of
+    ``SETTINGS`` from the others are never averaged with them; ``reference="paper"`` appends Table 1.
 
     Args:
         rows: summary rows with at least model, base, n_heads, kv_heads, conversion, task, metric,
-            score, time_per_sample_s (and optionally timing_mode, device, kv_cache_bytes_per_token).
+            score, time_per_sample_s (and optionally the ``SETTINGS``, timing_partial,
+            kv_cache_bytes_per_token; a setting that is missing is not compared).
         reference: None, or ``"paper"`` to add the paper's published rows (never averaged with ours).
     """
     if reference not in (None, *REFERENCES):
         raise ValueError(f"unknown reference {reference!r}; choose from {list(REFERENCES)}")
+    rows = [r for r in rows if r.get("score") is not None and r.get("task")]
+    refs = references(rows)
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    mixed: dict[str, set] = defaultdict(set)
     for r in rows:
-        if r.get("score") is None or not r.get("task"):
-            continue
-        groups[(r.get("base"), r.get("model"), r.get("kv_heads"), r.get("conversion"))].append(r)
-    variants = [_variant(runs) for runs in groups.values()]
-    for v in variants:
+        differs = _differs(r, refs)
+        for name, value in differs:
+            mixed[name] |= {value, refs[(None if name in RUN_SETTINGS else r["task"], name)]}
+        groups[(r.get("base"), r.get("model"), r.get("kv_heads"), r.get("conversion"), differs)].append(r)
+    variants = []
+    for key, runs in groups.items():
+        v = _variant(runs)
+        v.settings = dict(key[-1])
+        v.tags = settings_text(v.settings)
         v.label = _label(v)
-    counts = defaultdict(int)
+        variants.append(v)
+    # Same geometry under two names (a saved GQA-8 checkpoint next to model=gqa8): the row whose name is
+    # the preset's for its geometry (mha, gqaN, mqa) keeps the plain label, the others are told by name.
+    counts = Counter(v.label for v in variants)
     for v in variants:
-        counts[v.label] += 1
-    for v in variants:  # e.g. model=mqa and model=gqa model.kv_heads=1 are the same geometry
-        if counts[v.label] > 1:
-            v.label += f" [{v.model}]"
-    variants.sort(key=lambda v: (str(v.base), -(v.kv_heads or 0), v.conversion or "", str(v.model)))
+        if counts[v.label] > 1 and v.model != v.kind.lower().replace("-", ""):
+            v.tags.insert(0, str(v.model))
+            v.label = _label(v)
+    variants.sort(key=lambda v: (str(v.base), -(v.kv_heads or 0), v.conversion or "", v.tags, str(v.model)))
     if reference == "paper":
         variants += published_rows()
-    keys = {(r["task"], r["metric"]) for r in rows if r.get("score") is not None and r.get("task")}
+    keys = {(r["task"], r["metric"]) for r in rows}
     if reference == "paper":
         keys |= set(PAPER_COLUMNS)
-    return Table(sorted((Column(*k) for k in keys), key=_column_order), variants)
+    columns = sorted((Column(*k) for k in keys), key=_column_order)
+    return Table(columns, variants, {name: _sorted(mixed[name]) for name in SETTINGS if name in mixed})
+
+
+def _mixed(table: Table) -> str:
+    """``n_samples (8, 64), timing_mode (fixed, natural)``: the settings in which the runs differ."""
+    return ", ".join(f"{name} ({', '.join(map(str, values))})" for name, values in table.mixed.items())
+
+
+def mixed_settings_line(table: Table) -> str | None:
+    """One line naming the settings in which the runs differ (None if they do not)."""
+    if not table.mixed:
+        return None
+    return (
+        f"the runs differ in {_mixed(table)}; runs that differ are never averaged together: "
+        "they are the rows tagged [setting=value]"
+    )
 
 
 def metric_column(table: Table, metric: str) -> Column | None:
@@ -230,7 +327,7 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     for v in table.variants:
         published = v.source == PUBLISHED
         score_spec, time_spec = (".1f", ".2f") if published else (".2f", "#.3g")
-        t_infer = _num(v.t_infer, time_spec) or "—"
+        t_infer = _num(v.t_infer, time_spec) + (" (partial)" if v.timing_partial else "") or "—"
         average = f"{_num(v.average, score_spec)} ({v.n_tasks}/{total})" if v.average is not None else "—"
         line = [f"{v.label} (published, TPUv4)" if published else v.label, t_infer, average]
         for col in table.columns:
@@ -284,14 +381,28 @@ def _notes(table: Table) -> list[str]:
         "Repeats of a variant and task are averaged; (n=K) = mean of K runs. Every run is in summary.csv.",
         "T_infer: seconds per sample on "
         + (", ".join(devices) or "the run's device")
-        + "; the mean over the row's tasks of each task's mean over its runs.",
+        + "; the mean over the row's tasks (those of its Average) of each task's mean over its runs.",
     ]
-    mixed = [v.label for v in computed if v.mixed_timing]
-    if mixed:
+    if table.mixed:
         notes.append(
-            "T_infer uses only the fixed-timing runs (timing_mode=fixed) of "
-            + ", ".join(mixed)
-            + ", which also have natural-timing runs."
+            "Runs are averaged only with runs of the same " + ", ".join(SETTINGS) + ". [setting=value]: "
+            "the row's runs differ in that setting from the others (from the folder's most common value; "
+            f"for n_samples and the lengths, from the task's largest). Here the runs differ in "
+            f"{_mixed(table)}."
+        )
+    partial = [v.label for v in computed if v.timing_partial]
+    if partial:
+        notes.append(
+            "(partial): T_infer includes runs that were resumed, whose timing covers only the examples "
+            "predicted after the resume (timing_partial in summary.csv); a complete timing of the same "
+            "task is used instead where there is one: " + ", ".join(partial) + "."
+        )
+    untimed = [v for v in computed if v.t_infer is None and v.untimed]
+    if untimed:
+        notes.append(
+            "T_infer — for "
+            + "; ".join(f"{v.label} (no time on {', '.join(v.untimed)})" for v in untimed)
+            + ": T_infer is given only over all the tasks of the Average."
         )
     modes = {v.timing_mode for v in computed}
     if len(modes) > 1:
@@ -335,9 +446,11 @@ def to_table_csv(table: Table) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*TABLE_CSV_HEAD, *(x for c in table.columns for x in (c.key, f"{c.key}_n"))])
     for v in table.variants:
+        computed = v.source != PUBLISHED
         line = [
-            v.label, v.source, v.model, v.base, v.arch, v.n_heads, v.kv_heads, v.conversion, v.device,
-            v.timing_mode, v.t_infer, v.average, v.n_tasks, v.n_runs if v.source != PUBLISHED else None,
+            v.label, v.source, v.model, v.base, v.arch, v.n_heads, v.kv_heads, v.conversion,
+            " ".join(settings_text(v.settings)), v.device, v.timing_mode, v.t_infer,
+            v.timing_partial if computed else None, v.average, v.n_tasks, v.n_runs if computed else None,
             v.kv_bytes,
         ]  # fmt: skip
         for col in table.columns:

@@ -96,7 +96,8 @@ def test_pivot_values_repeats_and_missing_cell(runs):
     write_report(runs)
     table = {r["variant"]: r for r in read_csv(runs / "table.csv")}
     assert list(table) == [
-        "tiny_llama GQA-8 (mean)", "tiny_t5 MHA", "tiny_t5 GQA-4 (mean)", "tiny_t5 MQA (mean)",
+        "tiny_llama GQA-8 (mean)", "tiny_llama GQA-8 (mean) [timing_mode=fixed]", "tiny_t5 MHA",
+        "tiny_t5 GQA-4 (mean)", "tiny_t5 MQA (mean)",
     ]  # fmt: skip
     header = list(next(iter(table.values())))
     assert header[header.index("n_runs") + 2 :] == [
@@ -118,11 +119,15 @@ def test_pivot_values_repeats_and_missing_cell(runs):
     assert num("tiny_t5 GQA-4 (mean)", "t_infer_s") == pytest.approx(0.12)
     assert num("tiny_t5 MQA (mean)", "average") == pytest.approx(22.0) and mqa["n_tasks"] == "3"
     assert num("tiny_t5 MQA (mean)", "kv_cache_bytes_per_token") == 128
-    # mixed timing modes: scores of both runs, T_infer from the fixed run only
-    assert num("tiny_llama GQA-8 (mean)", "cnn_dm_rouge1") == 13.0 and llama["cnn_dm_rouge1_n"] == "2"
+    # timing modes are never averaged: the fixed run is a row of its own, tagged
+    fixed = table["tiny_llama GQA-8 (mean) [timing_mode=fixed]"]
+    assert num("tiny_llama GQA-8 (mean)", "cnn_dm_rouge1") == 12.0 and llama["cnn_dm_rouge1_n"] == "1"
     assert (
-        num("tiny_llama GQA-8 (mean)", "t_infer_s") == pytest.approx(0.06) and llama["timing_mode"] == "fixed"
+        num("tiny_llama GQA-8 (mean)", "t_infer_s") == pytest.approx(0.04)
+        and llama["timing_mode"] == "natural"
     )
+    assert float(fixed["cnn_dm_rouge1"]) == 14.0 and float(fixed["t_infer_s"]) == pytest.approx(0.06)
+    assert fixed["timing_mode"] == "fixed" and fixed["settings"] == "timing_mode=fixed"
 
 
 def test_table_md_and_failed_runs(runs, capsys):
@@ -136,7 +141,8 @@ def test_table_md_and_failed_runs(runs, capsys):
     gqa4 = next(line for line in md.splitlines() if line.startswith("| tiny_t5 GQA-4 (mean)"))
     assert [c.strip() for c in gqa4.strip("|").split("|")][2:] == ["18.50 (2/3)", "28.00", "9.00", "—"]
     assert "31.00 (n=2)" in md and "30.33 (3/3)" in md
-    assert "only the fixed-timing runs (timing_mode=fixed) of tiny_llama GQA-8 (mean)" in md
+    assert "the runs differ in timing_mode (fixed, natural)." in md
+    assert "Timing modes differ between rows (fixed: tiny_llama GQA-8 (mean) [timing_mode=fixed];" in md
     failed = md.split("## Failed runs", 1)[1]
     assert "gqa2" in failed and "RuntimeError: CUDA out of memory \\| tried" in failed
     assert "second line" not in failed and "stale" not in md
@@ -190,7 +196,7 @@ def test_same_geometry_under_two_names_gets_two_labelled_rows():
         summary.row(fake_result("tiny_t5", m, 1, "mean", "cnn_dm", 5.0, 0.1, None)) for m in ("mqa", "gqa1")
     ]
     table = pivot(rows)
-    assert [v.label for v in table.variants] == ["tiny_t5 MQA (mean) [gqa1]", "tiny_t5 MQA (mean) [mqa]"]
+    assert [v.label for v in table.variants] == ["tiny_t5 MQA (mean)", "tiny_t5 MQA (mean) [gqa1]"]
 
 
 def test_empty_folder_still_gives_a_valid_report(tmp_path):
@@ -248,6 +254,9 @@ def test_console_multirun_leaves_report_in_sweep_dir(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (sweep,) = list((tmp_path / "multirun").iterdir())
     assert set(REPORT_FILES) <= {p.name for p in sweep.iterdir()}
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} >= {
+        "0_tiny_t5_mha_cnn_dm", "3_tiny_t5_mqa_trivia_qa",
+    }  # fmt: skip
     assert not list(sweep.glob(".*.tmp"))
     assert len(read_csv(sweep / "summary.csv")) == 4
     table = read_csv(sweep / "table.csv")
