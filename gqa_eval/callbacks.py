@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gqa_eval.summary import find_failures, find_results, write_report
+from gqa_eval.summary import find_failures, find_results, report_root, write_report
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,7 @@ class SummaryCallback(Callback):
 
 
 def _report_root(config: DictConfig) -> Path:
-    """Where a job's report lives, as ``evaluate`` places it: the sweep directory of a multirun;
-    ``output_root`` for a single run inside it, the run directory itself for one elsewhere."""
-    if config.hydra.mode == RunMode.MULTIRUN:
-        return Path(config.hydra.sweep.dir)
-    output_root = Path(config.output_root)
-    run_dir = OmegaConf.select(config, "hydra.runtime.output_dir")
-    if run_dir is None or Path(run_dir).resolve().is_relative_to(output_root.resolve()):
-        return output_root
-    return Path(run_dir)
+    """Where a job's report lives, by the rule ``evaluate`` follows (``summary.report_root``)."""
+    sweep = Path(config.hydra.sweep.dir) if config.hydra.mode == RunMode.MULTIRUN else None
+    run_dir = OmegaConf.select(config, "hydra.runtime.output_dir") or config.output_root
+    return report_root(Path(run_dir), sweep, Path(config.output_root))

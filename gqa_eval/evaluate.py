@@ -23,7 +23,7 @@ from gqa_eval.generate import generate
 from gqa_eval.models import checkpoint_files_digest, load_checkpoint, resolve_device
 from gqa_eval.paths import resolve
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
-from gqa_eval.summary import write_atomic, write_summary
+from gqa_eval.summary import report_root, write_atomic, write_summary
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import PeakMemory, Timer
 
@@ -329,20 +329,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "environment": {"gqa_eval": __version__, **roofline.environment(device, dtype)},
         "config": plain,
     }
-    summary_root = _summary_root(run_dir, sweep_dir, Path(cfg.output_root)) if hydra_dir else None
+    summary_root = report_root(run_dir, sweep_dir, Path(cfg.output_root)) if hydra_dir else None
     result["summary_path"] = str(summary_root / "summary.csv") if summary_root is not None else None
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     if summary_root is not None:
         write_summary(summary_root)
     return result
-
-
-def _summary_root(run_dir: Path, sweep_dir: Path | None, output_root: Path) -> Path:
-    """Where a finished run's report is rebuilt: its sweep directory in a multirun; ``output_root`` for a
-    single run inside it; the run directory itself for a run outside it (``hydra.run.dir=ELSEWHERE``),
-    whose results ``gqa-eval-summary DIR ...`` gathers with others."""
-    if sweep_dir is not None:
-        return sweep_dir
-    if run_dir.resolve().is_relative_to(output_root.resolve()):
-        return output_root
-    return run_dir

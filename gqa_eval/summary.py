@@ -43,6 +43,17 @@ TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_tok
 PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png")
 
 
+def report_root(run_dir: Path, sweep_dir: Path | None, output_root: Path) -> Path:
+    """Where a finished or failed run's report is rebuilt: its sweep directory in a multirun;
+    ``output_root`` for a single run inside it; the run directory itself for a run outside it
+    (``hydra.run.dir=ELSEWHERE``), whose results ``gqa-eval-summary DIR ...`` gathers with others."""
+    if sweep_dir is not None:
+        return Path(sweep_dir)
+    if Path(run_dir).resolve().is_relative_to(Path(output_root).resolve()):
+        return Path(output_root)
+    return Path(run_dir)
+
+
 def _roots(root: str | Path | Iterable[str | Path]) -> list[Path]:
     """One folder or several, as a list of paths."""
     return [Path(root)] if isinstance(root, (str, os.PathLike)) else [Path(r) for r in root]

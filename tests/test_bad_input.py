@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gqa_eval.evaluate import _summary_root, evaluate
+from gqa_eval.evaluate import evaluate
+from gqa_eval.summary import report_root
 from gqa_eval.tasks import TaskDataError, load_examples
 
 RECORD = {"article": "An article.", "highlights": "A summary.", "id": "x1"}
@@ -68,6 +69,6 @@ def test_gqa_without_kv_heads_is_an_error_naming_the_key(compose_cfg, tmp_path):
 def test_summary_of_a_run_outside_output_root_goes_to_its_own_directory(tmp_path):
     root = tmp_path / "outputs"
     inside, outside, sweep = root / "runs" / "r1", tmp_path / "elsewhere" / "r2", root / "multirun" / "s"
-    assert _summary_root(inside, None, root) == root
-    assert _summary_root(outside, None, root) == outside
-    assert _summary_root(sweep / "0_job", sweep, root) == sweep
+    assert report_root(inside, None, root) == root
+    assert report_root(outside, None, root) == outside
+    assert report_root(sweep / "0_job", sweep, root) == sweep
