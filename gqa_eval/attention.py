@@ -15,7 +15,10 @@ transformers' ``AttentionInterface`` that T5 calls through ``config._attn_implem
   transformers' ``repeat_kv``.
 
 T5 folds its relative position bias into the scores and does not scale them (``scaling=1.0``); both are
-kept. The bias stays per query head, ``(1, H, T, S)`` -> ``(1, G, r*T, S)``.
+kept. SDPA gets only what it must, in the broadcast shapes transformers passes: the relative bias stays
+per query head and batch-free, ``(1, H, T, S)`` -> ``(1, G, r*T, S)``; a padding mask stays ``(B, 1, 1, S)``
+at decode; cross-attention's bias, all zeros in T5, is dropped, so unpadded cross-attention runs with
+``attn_mask=None``. Only a bias and a padding mask in one layer are summed to ``(B, G, r*T, S)``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,25 @@ def _as_additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor 
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def _fold_heads(bias: torch.Tensor, g: int, r: int, t: int) -> torch.Tensor:
+    """Lay an additive bias out as the folded queries ``(B', G, r*T, S)``, keeping broadcast dims broadcast.
+
+    ``bias`` is broadcastable to ``(B, H, T, S)`` with H = G * r; its batch dim B' (1 or B) is kept as it is.
+    A bias shared by all heads is not copied per head, and one shared by all queries is not copied per query.
+    """
+    if bias.dim() < 4:
+        bias = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
+    nb, nh, nt, s = bias.shape
+    if nh == 1 and (nt == 1 or t == 1):
+        return bias  # (B', 1, 1, S) or (B', 1, T=1, S): broadcasts over every folded query row
+    if nh == 1:
+        # a per-query bias shared by the heads: the r heads of a group each need its T rows
+        return bias.unsqueeze(2).expand(nb, 1, r, nt, s).reshape(nb, 1, r * nt, s)  # (B', 1, r*T, S)
+    if nt == 1 and t > 1:
+        bias = bias.expand(nb, nh, t, s)
+    return bias.reshape(nb, g, r * t, s)  # (B', H, T, S) -> (B', G, r*T, S); a view when H/T strides allow
+
+
 def grouped_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -43,31 +65,49 @@ def grouped_attention(
     bias: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of H query heads over G = H / r key/value heads without repeating K/V.
+
+    The scores get ``bias + mask``. Each is laid out for the folded queries with its broadcast dims kept
+    (``_fold_heads``), so a bias shared across the batch stays batch 1 and a padding mask stays one row per
+    example; only when both are given is their sum, ``(B, G, r*T, S)``, materialised (SDPA takes one mask).
 
     Args:
         query: ``(B, H, T, D)``.
         key: ``(B, G, S, D)``.
         value: ``(B, G, S, D)``.
-        bias: additive scores bias (relative positions plus mask), broadcastable to ``(B, H, T, S)``.
+        bias: additive scores bias broadcastable to ``(B, H, T, S)``, e.g. T5's ``(1, H, T, S)`` relative
+            positions, or None.
         scaling: factor on ``q @ k^T`` (1.0 for T5).
         dropout: attention dropout probability (training only).
+        mask: a second additive (or boolean keep-) mask broadcastable to ``(B, H, T, S)``, e.g. padding
+            ``(B, 1, 1, S)``, or None.
 
     Returns:
         ``(B, T, H, D)``, the layout transformers' attention functions return.
     """
     b, h, t, d = query.shape
-    g, s = key.shape[1], key.shape[2]
+    g = key.shape[1]
     if h % g:
         raise ValueError(f"{h} query heads cannot share {g} key/value heads: {g} must divide {h}")
     r = h // g
-    q = query.reshape(b, g, r * t, d)  # (B, H, T, D) -> (B, G, r*T, D); head h = g*r + j
-    if bias is not None:
-        bias = bias.expand(b, h, t, s).reshape(b, g, r * t, s)
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=bias, dropout_p=dropout, scale=scaling)
+    q = query.reshape(b, g, r * t, d)  # (B, H, T, D) -> (B, G, r*T, D); head h = g*r + j, row j*T + t
+    parts = [_fold_heads(_as_additive(m, query.dtype), g, r, t) for m in (bias, mask) if m is not None]
+    attn_mask = None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask, dropout_p=dropout, scale=scaling)
     # reshape, not view: CUDA kernels may return (B, G, r*T, D) with a non-contiguous layout
     return out.reshape(b, h, t, d).transpose(1, 2)  # (B, G, r*T, D) -> (B, T, H, D)
+
+
+def _is_t5_cross_attention(module: torch.nn.Module) -> bool:
+    """A T5 decoder's cross-attention: its ``position_bias`` is the zeros transformers' T5 builds in place
+    of a relative bias (the encoder padding comes separately, as the mask)."""
+    return (
+        getattr(module, "is_decoder", False)
+        and not getattr(module, "is_causal", True)
+        and not getattr(module, "has_relative_attention_bias", True)
+    )
 
 
 def gqa_t5_attention_forward(
@@ -94,20 +134,22 @@ def gqa_t5_attention_forward(
             position_bias=position_bias,
             **kwargs,
         )
-    mask = _as_additive(attention_mask, query.dtype)
+    if _is_t5_cross_attention(module):
+        position_bias = None  # all zeros: adding it would only cost a (B, H, T, S) mask
     t, s = query.shape[2], key.shape[2]
-    if mask is None and t > 1 and getattr(module, "is_causal", False):
-        # transformers leaves the causal mask to SDPA's is_causal flag when it can; the bias path needs it
-        # spelled out. Query i (after s - t cached positions) sees keys j <= i + s - t.
-        keep = torch.ones(t, s, dtype=torch.bool, device=query.device).tril(diagonal=s - t)
-        mask = _as_additive(keep[None, None], query.dtype)
-    if position_bias is None:
-        bias = mask
-    elif mask is None:
-        bias = position_bias
-    else:
-        bias = position_bias + mask
-    out = grouped_attention(query, key, value, bias, 1.0 if scaling is None else scaling, dropout)
+    if attention_mask is None and t > 1 and getattr(module, "is_causal", False):
+        # transformers leaves the causal mask to SDPA's is_causal flag when it can; the folded layout needs it
+        # spelled out. Query i (after s - t cached positions) sees keys j <= i + s - t. It is batch-free, so
+        # it goes into the (1, H, T, S) bias rather than a per-example mask.
+        keep = torch.ones(t, s, dtype=torch.bool, device=query.device).tril(diagonal=s - t)[None, None]
+        min_value = torch.finfo(query.dtype).min
+        if position_bias is None:
+            position_bias = _as_additive(keep, query.dtype)  # (1, 1, T, S)
+        else:
+            position_bias = torch.where(keep, position_bias, min_value)  # (1, H, T, S)
+    out = grouped_attention(
+        query, key, value, position_bias, 1.0 if scaling is None else scaling, dropout, mask=attention_mask
+    )
     return out, None
 
 
