@@ -1,0 +1,103 @@
+"""Every gqa-eval command the README shows runs as written (with a small limit appended), in README order,
+in a scratch working directory. Commands that need a model hub, a hub dataset or a user's own files
+cannot run offline: they must fail in one line that says so, never with a config error or a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gqa_eval.paths import PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+COMMAND = re.compile(r"^\s*(?:\.venv/bin/)?(gqa-eval(?:-summary|-convert|-train)?)\s+(?!:)(.*)$")
+# Appended to evaluation commands (Hydra: the last value wins): a tiny, quick version of the same run.
+SMALL = ["limit=1", "task.max_new_tokens=2", "timing.roofline=false", "progress=false"]
+OFFLINE_BASES = {"tiny_t5", "tiny_llama"}
+# What a command that needs the outside world may say instead of running (one line, no traceback).
+OFFLINE_FAILURE = re.compile(r"hub|offline|does not exist|no such|not a directory|cannot load", re.IGNORECASE)
+
+
+def readme_commands() -> list[tuple[int, str, list[str]]]:
+    """(line number, program, arguments) of every console command in README.md, in order."""
+    found = []
+    for n, line in enumerate((PROJECT_ROOT / "README.md").read_text().splitlines(), 1):
+        match = COMMAND.match(line)
+        if not match:
+            continue
+        args = shlex.split(match.group(2), comments=True)
+        found.append((n, match.group(1), args))
+    return found
+
+
+def needs_outside(args: list[str], cwd: Path | None = None) -> bool:
+    """True when a command names a hub checkpoint, a hub dataset, a path outside this checkout, or a
+    checkpoint that no earlier README command could make offline (it does not exist in ``cwd``)."""
+    for arg in args:
+        if arg.startswith("/"):  # a folder of the user's (gqa-eval-summary /scratch/run-a)
+            return True
+        key, _, value = arg.partition("=")
+        if key == "model.checkpoint" and cwd is not None and not (cwd / value).exists():
+            return True
+        if key == "base" and value not in OFFLINE_BASES:
+            return True
+        if key in ("base.path", "task.data.path", "model.checkpoint") and value.startswith("/"):
+            return True
+        if key == "base.path" and not value.startswith(("evals/", "./", "/")):
+            return True  # a hub id
+        if key == "task.data.source" and value == "hub":
+            return True
+    return False
+
+
+def _run(program: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    if program == "gqa-eval":
+        args = [*args, *SMALL]
+    elif program == "gqa-eval-train":
+        args = [*args, "steps=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run(
+        [str(BIN / program), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_readme_has_the_commands_it_promises():
+    programs = {program for _, program, _ in readme_commands()}
+    assert {"gqa-eval", "gqa-eval-summary", "gqa-eval-convert"} <= programs
+
+
+def test_every_readme_command_runs_as_written(tmp_path):
+    failures = []
+    for line, program, args in readme_commands():
+        proc = _run(program, args, tmp_path)
+        shown = f"README line {line}: {program} {' '.join(args)}"
+        if proc.returncode == 0:
+            continue
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        one_line = last.startswith(f"{program}: ") and "Traceback" not in proc.stderr
+        if not (needs_outside(args, tmp_path) and one_line and OFFLINE_FAILURE.search(last)):
+            failures.append(f"{shown}\n    exit {proc.returncode}: {proc.stderr.strip()[-600:]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    ("args", "outside"),
+    [
+        (["base=t5_v1_1_large", "model=gqa8"], True),
+        (["base.path=Qwen/Qwen2.5-0.5B"], True),
+        (["task.data.source=hub"], True),
+        (["model=gqa8", "task=cnn_dm"], False),
+        (["base=tiny_llama", "model.checkpoint=outputs/train/x"], False),
+        (["outputs/", "/scratch/run-a/", "--out", "report/"], True),
+    ],
+)
+def test_needs_outside_classifies_commands(args, outside, tmp_path):
+    assert needs_outside(args) is outside
+    if "model.checkpoint=outputs/train/x" in args:  # made by no earlier command: the hub's (or nobody's)
+        assert needs_outside(args, tmp_path) is True
