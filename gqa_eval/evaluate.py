@@ -307,6 +307,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "tokens_per_s": timing["tokens_per_s"],
         "peak_mem_mb": memory.peak_mb(),
         "peak_mem_method": memory.method,
+        "peak_mem_start_mb": memory.start_mb,
         **roofline.kv_cache_bytes(model, dtype),
         **roofline.measured_kv_bytes(timer.batches),
         **(

@@ -208,15 +208,19 @@ def _spread(name: str, values: list[float]) -> dict[str, float | None]:
     }
 
 
-def _vm_hwm_kib() -> int | None:
-    """The kernel's resident-set high-water mark of this process (Linux ``VmHWM``), None elsewhere."""
+def _proc_status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` figure in KiB (Linux: ``VmHWM`` peak, ``VmRSS`` current), None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _vm_hwm_kib() -> int | None:
+    return _proc_status_kib("VmHWM")
 
 
 def _release_freed_memory() -> None:
@@ -238,7 +242,9 @@ class PeakMemory:
     - ``cuda_max_memory_allocated``: the CUDA allocator's peak since :meth:`start` (reset there).
     - ``linux_vmhwm_reset``: on Linux, freed memory is returned to the OS, the kernel's resident-set
       high-water mark is reset (``/proc/self/clear_refs``), and ``VmHWM`` is read at the end: the run's
-      own peak resident set, the weights included.
+      own peak resident set, the weights included. What the process holds when the run begins (the
+      interpreter, the libraries, and whatever earlier jobs left that could not be handed back) is in
+      that peak too; ``start_mb`` records it.
     - ``process_maxrss``: where neither is possible, the process's lifetime peak (``ru_maxrss``), an
       upper bound that may include earlier runs in the same process.
     """
@@ -246,6 +252,7 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         self.method = "process_maxrss"
+        self.start_mb: float | None = None  # resident set (or CUDA allocation) when the run began
 
     def start(self) -> PeakMemory:
         """Begin the measurement (call before the run loads its model)."""
@@ -253,6 +260,7 @@ class PeakMemory:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "cuda_max_memory_allocated"
+            self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
             return self
         _release_freed_memory()
         try:
@@ -261,6 +269,8 @@ class PeakMemory:
             return self
         if _vm_hwm_kib() is not None:
             self.method = "linux_vmhwm_reset"
+            rss = _proc_status_kib("VmRSS")
+            self.start_mb = rss / 2**10 if rss is not None else None
         return self
 
     def peak_mb(self) -> float:

@@ -41,10 +41,11 @@ def test_sweep_job_reports_its_own_peak_not_an_earlier_jobs(tmp_path):
     _run(["model=mqa", "batch_size=2", f"output_root={tmp_path / 'lone'}"])
     sweep, lone = _peaks(tmp_path / "sweep"), _peaks(tmp_path / "lone")
     alone = lone[("mqa", 2)]["peak_mem_mb"]
-    assert sweep[("mha", 32)]["peak_mem_mb"] > 1.3 * alone, "the earlier jobs must be heavier for this test"
+    assert sweep[("mha", 32)]["peak_mem_mb"] > 1.6 * alone, "the earlier jobs must be heavier for this test"
     for model in ("mha", "mqa"):
         late = sweep[(model, 2)]["peak_mem_mb"]
-        assert late <= 1.1 * alone, (
+        # beyond noise: what earlier jobs leave resident that malloc_trim cannot hand back (~10%)
+        assert late <= 1.25 * alone, (
             f"{model} at batch 2 after batch-32 jobs: {late:.0f} MB; alone {alone:.0f}"
         )
     assert {r["peak_mem_method"] for r in sweep.values()} == {"linux_vmhwm_reset"}
