@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,22 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 import gqa_eval.cli  # noqa: F401  (registers the config resolvers)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _absl_handler_to_real_stderr() -> None:
+    """rouge-score logs through absl, whose handler keeps the ``sys.stderr`` of the moment absl is imported
+    (under pytest: a capture file). Hydra's logging set-up, run in-process by the CLI tests, closes every
+    handler ever made, and absl's closes its stream unless it is the current ``sys.stderr``; with
+    ``capsys`` active that is another object, so pytest's own capture file would be closed ("lost
+    sys.stderr"). Pointing the handler at the real stderr, which absl never closes, avoids it."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        return
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
+_absl_handler_to_real_stderr()
 VOCAB = 97
 
 
