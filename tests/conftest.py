@@ -72,6 +72,20 @@ def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, see
     return spread_weights(model_cls(config), seed=seed)
 
 
+def seqs(n: int, length: int, seed: int = 0) -> list[list[int]]:
+    """``n`` token-id inputs of lengths ``length``, ``length - 1``, ..., each ending in EOS (id 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 90, (length - i,), generator=gen).tolist() + [1] for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The bundled tiny_t5 tokenizer (a module may define its own ``tokenizer`` to use another)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(CONF_DIR).parent / "evals" / "checkpoints" / "tiny_t5")
+
+
 @pytest.fixture(autouse=True)
 def _rates_cache(tmp_path_factory, monkeypatch):
     """Hardware rates are measured once per test session, into a temporary cache, not the user's."""

@@ -8,26 +8,14 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import make_decoder, make_t5
-from transformers import AutoTokenizer
+from conftest import make_decoder, make_t5, seqs
 
 from gqa_eval.convert import convert_to_gqa
 from gqa_eval.generate import NonFiniteLogitsError, generate
-from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.timing import Timer
 
 # Tensor methods that make the host wait for the device (or copy to it).
 SYNCS = ("item", "tolist", "__bool__", "cpu", "numpy", "__int__", "__float__", "__index__")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5")
-
-
-def _inputs(n: int, length: int, seed: int = 0) -> list[list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, 90, (length - i,), generator=gen).tolist() + [1] for i in range(n)]
 
 
 def _counting(monkeypatch, fn) -> tuple[object, Counter]:
@@ -61,7 +49,7 @@ def test_timed_generate_syncs_no_more_than_bare_generate(monkeypatch, tokenizer,
     monkeypatch.setattr(model, "generate", spy)
     timer = Timer(mode=mode)
     stops = ["e"]  # a stop string the tiny tokenizer's pieces contain: the stopping criteria are exercised
-    generate(model, tokenizer, _inputs(4, 12), max_new_tokens=10, batch_size=2, timer=timer, progress=False,
+    generate(model, tokenizer, seqs(4, 12), max_new_tokens=10, batch_size=2, timer=timer, progress=False,
              stop_strings=stops)  # fmt: skip
     assert len(timed_calls) == 3  # the warm-up call and two timed batches
     for kwargs, counts in timed_calls[1:]:
@@ -85,7 +73,7 @@ def test_non_finite_model_is_caught_after_the_batch(tokenizer):
         model.decoder.block[1].layer[0].SelfAttention.v.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteLogitsError, match=r"non-finite .* examples \[\d"):
         generate(
-            model, tokenizer, _inputs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
+            model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
         )
 
 
@@ -95,5 +83,5 @@ def test_non_finite_lm_head_is_caught(tokenizer):
         model.lm_head.weight[7] = float("inf")
     with pytest.raises(NonFiniteLogitsError):
         generate(
-            model, tokenizer, _inputs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
+            model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
         )

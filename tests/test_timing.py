@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_decoder, make_t5
-from transformers import AutoTokenizer
+from conftest import make_decoder, make_t5, seqs
 
 from gqa_eval import roofline
 from gqa_eval.convert import convert_to_gqa
 from gqa_eval.generate import generate
-from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.timing import Timer
 
 
@@ -72,23 +70,13 @@ def test_fixed_mode_suppresses_eos_and_records_natural_stop():
         Timer(mode="exact")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5")
-
-
-def _inputs(n: int, length: int, seed: int = 0) -> list[list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, 90, (length - i,), generator=gen).tolist() + [1] for i in range(n)]
-
-
 @pytest.mark.parametrize("arch", ["t5", "llama"])
 @pytest.mark.parametrize("kv_heads", [8, 1])
 def test_kv_bytes_from_cache_equal_formula(tokenizer, arch, kv_heads):
     model = make_t5() if arch == "t5" else make_decoder("llama")
     convert_to_gqa(model, kv_heads)
     timer = Timer(mode="fixed")
-    generate(model, tokenizer, _inputs(3, 9), max_new_tokens=5, batch_size=3, timer=timer, progress=False)
+    generate(model, tokenizer, seqs(3, 9), max_new_tokens=5, batch_size=3, timer=timer, progress=False)
     measured = roofline.measured_kv_bytes(timer.batches)
     formula = roofline.kv_cache_bytes(model)
     assert measured["kv_cache_bytes_per_token_measured"] == formula["kv_cache_bytes_per_token"]
@@ -100,7 +88,7 @@ def test_kv_bytes_from_cache_equal_formula(tokenizer, arch, kv_heads):
 
 def test_fixed_mode_decodes_exactly_and_predicts_as_natural(tokenizer):
     model = make_t5(seed=3)
-    inputs = _inputs(6, 10, seed=1)
+    inputs = seqs(6, 10, seed=1)
     first = model.generate(input_ids=torch.tensor([inputs[0]]), max_new_tokens=6, do_sample=False)
     with torch.no_grad():  # EOS (id 1) now ties with, and beats, row 0's 5th token: some rows stop early
         model.lm_head.weight[1] = model.lm_head.weight[first[0, 5]]
@@ -119,8 +107,8 @@ def test_repeats_time_every_batch_again_and_keep_one_record_per_batch(tokenizer)
     model = make_t5(seed=2)
     kwargs = {"max_new_tokens": 6, "batch_size": 2, "progress": False}
     once, thrice = Timer(mode="fixed"), Timer(mode="fixed", repeats=3)
-    assert generate(model, tokenizer, _inputs(5, 9), timer=thrice, **kwargs) == generate(
-        model, tokenizer, _inputs(5, 9), timer=once, **kwargs
+    assert generate(model, tokenizer, seqs(5, 9), timer=thrice, **kwargs) == generate(
+        model, tokenizer, seqs(5, 9), timer=once, **kwargs
     )
     assert len(thrice.batches) == len(once.batches) == 3 and len(thrice.pass_spreads) == 3
     s = thrice.summary()
@@ -131,7 +119,7 @@ def test_repeats_time_every_batch_again_and_keep_one_record_per_batch(tokenizer)
 def test_prefill_and_decode_account_for_generation_time(tokenizer):
     model = convert_to_gqa(make_t5(), 2)
     timer = Timer(mode="fixed")
-    generate(model, tokenizer, _inputs(4, 30), max_new_tokens=16, batch_size=2, timer=timer, progress=False)
+    generate(model, tokenizer, seqs(4, 30), max_new_tokens=16, batch_size=2, timer=timer, progress=False)
     s = timer.summary()
     assert s["timed_batches"] == 2  # the warm-up call is not counted
     assert 0.9 <= s["accounted_fraction"] <= 1.0
@@ -165,7 +153,7 @@ def test_measure_rates_are_plausible():
 def test_cuda_event_timing_and_bf16(tokenizer):
     model = convert_to_gqa(make_t5(), 2).to("cuda", torch.bfloat16)
     timer = Timer(device=torch.device("cuda"), mode="fixed")
-    generate(model, tokenizer, _inputs(4, 20), max_new_tokens=8, batch_size=2, timer=timer, progress=False)
+    generate(model, tokenizer, seqs(4, 20), max_new_tokens=8, batch_size=2, timer=timer, progress=False)
     s = timer.summary()
     assert s["time_per_sample_s"] > 0 and s["decode_s_per_token"] > 0
     assert 0.9 <= s["accounted_fraction"] <= 1.0
