@@ -36,13 +36,13 @@ def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch
     return input_ids, mask
 
 
-def _eos_lengths(new: torch.Tensor, eos_ids: set[int], stops: list[int | None] | None) -> list[int]:
+def _eos_lengths(rows: list[list[int]], eos_ids: set[int], stops: list[int | None] | None) -> list[int]:
     """Tokens each row generated when decoding stops at EOS (EOS included), from the output or, in the
     fixed-work mode, from the step at which greedy decoding would have picked EOS."""
     if stops is not None:
-        return [new.shape[1] if s is None else s + 1 for s in stops]
+        return [len(row) if s is None else s + 1 for row, s in zip(rows, stops, strict=True)]
     counts = []
-    for row in new.tolist():
+    for row in rows:
         n = len(row)
         for j, tok in enumerate(row):
             if tok in eos_ids:
@@ -171,7 +171,7 @@ def generate(
         record = timer.keep_median(timer.repeats)
         rows, fixed = new.tolist(), timer.mode == "fixed"
         natural_stop = steps.natural_stop if fixed else None
-        eos_lengths = _eos_lengths(new, eos_ids, natural_stop)
+        eos_lengths = _eos_lengths(rows, eos_ids, natural_stop)  # the batch read to the host once
         kept, lengths = [], []
         for i, (row, n) in enumerate(zip(rows, eos_lengths, strict=True)):
             # In fixed mode the position where greedy decoding picked EOS holds another token: drop it.
