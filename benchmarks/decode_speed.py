@@ -40,10 +40,10 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from gqa_eval.convert import attention_heads, convert_to_gqa
-from gqa_eval.models import load_checkpoint, resolve_device, torch_dtype
 from gqa_eval.roofline import decode_floor, hardware_rates, kv_cache_bytes
 from gqa_eval.timing import Timer, cache_bytes
+from gqa_eval.variant.checkpoints import load_checkpoint, resolve_device, torch_dtype
+from gqa_eval.variant.conversion import attention_heads, convert_to_gqa
 
 
 def build(args):

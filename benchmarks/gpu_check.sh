@@ -12,7 +12,7 @@ log="$out/log.txt"
 : >"$log"
 # console scripts where installed, else the modules (a machine where the package is only on PYTHONPATH)
 if command -v gqa-eval >/dev/null; then gqa=(gqa-eval); summary=(gqa-eval-summary)
-else gqa=(python -m gqa_eval.cli); summary=(python -m gqa_eval.summary); fi
+else gqa=(python -m gqa_eval.cli); summary=(python -m gqa_eval.report.summary); fi
 failed=0
 step() {
     echo "+ $*" | tee -a "$log"

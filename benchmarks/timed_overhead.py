@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from gqa_eval.generate import _pad, generate
-from gqa_eval.models import load_checkpoint
+from gqa_eval.generation import _pad, generate
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
+from gqa_eval.variant.checkpoints import load_checkpoint
 
 CHECKPOINTS = {"t5": "evals/checkpoints/tiny_t5", "llama": "evals/checkpoints/tiny_llama"}
 

@@ -1,8 +1,9 @@
 """Build the bundled tiny MHA checkpoints (``evals/checkpoints/tiny_t5`` and ``tiny_llama``) by training them.
 
-Each is trained from scratch, offline, by the training stage (``gqa_eval.train``, ``conf/train.yaml`` with
-``train=<name>``): a BPE tokenizer trained locally on the training inputs, then the model on the synthetic
-training mixture of ``evals/generate.py`` (its ``train`` split, disjoint from the bundled validation sets).
+Each is trained from scratch, offline, by the training stage (``gqa_eval.training``, ``conf/training.yaml``
+with ``train=<name>``): a BPE tokenizer trained locally on the training inputs, then the model on the
+synthetic training mixture of ``gqa_eval.synthetic`` (its ``train`` split, disjoint from the bundled
+validation sets).
 ``tiny_t5`` has a second stage (``train=tiny_t5_reading``) that continues the first on a mixture heavy in
 TriviaQA reading questions. The directory gets the weights (safetensors), config, tokenizer,
 ``train_config.yaml`` and ``train_log.jsonl`` (and ``stage1_*`` copies of the first stage's); the resume
@@ -15,7 +16,7 @@ An interrupted build resumes where it stopped when run again; a finished first s
 
     python evals/build_checkpoints.py                       # both checkpoints
     python evals/build_checkpoints.py tiny_llama            # one
-    python evals/build_checkpoints.py tiny_t5 --set steps=50 --set out_dir=/tmp/t5   # overrides
+    python evals/build_checkpoints.py tiny_t5 --set steps=50 --set out_dir=outputs/train/quick  # overrides
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from gqa_eval.train import train
+from gqa_eval.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE.parent / "conf"
@@ -57,7 +58,7 @@ def build(name: str, overrides: list[str]) -> dict:
         try:
             with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
                 where = [f"out_dir={out_dir or final}", f"output_root={OUTPUTS.parent}"]
-                cfg = compose("train", overrides=[f"train={config}", *where, *BUILD, *extra])
+                cfg = compose("training", overrides=[f"train={config}", *where, *BUILD, *extra])
         finally:
             GlobalHydra.instance().clear()
         if out_dir is not None and (out_dir / "config.json").is_file() and not (out_dir / "resume").exists():

@@ -1,4 +1,5 @@
-"""Entry stage: the ``gqa-eval`` and ``gqa-eval-convert`` Hydra apps. All logic lives in ``evaluate``.
+"""Entry stage: the ``gqa-eval`` and ``gqa-eval-convert`` Hydra apps. The work is done by ``evaluate``
+and ``gqa_eval.variant.conversion.convert_checkpoint``.
 
 Every run ends with a short block on stdout: variant, task, primary score, time per sample, how many
 predictions an earlier session left and were reused, and where ``result.json`` and the summary are (a
@@ -45,10 +46,11 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from gqa_eval.evaluate import convert, evaluate
+from gqa_eval.evaluate import evaluate
+from gqa_eval.io import write_atomic
 from gqa_eval.paths import PROJECT_ROOT, resolve
 from gqa_eval.resume import FINGERPRINT, PREDICTIONS, ResumeError
-from gqa_eval.summary import write_atomic
+from gqa_eval.variant.conversion import convert_checkpoint
 
 # One id per process: run and sweep directories started in the same second stay apart.
 _UID = f"{os.getpid():x}{secrets.token_hex(2)}"
@@ -365,7 +367,7 @@ def run() -> None:
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="convert")
 def convert_app(cfg: DictConfig) -> None:
     try:
-        convert(cfg)
+        convert_checkpoint(cfg)
     except USER_ERRORS as err:
         sys.exit(f"gqa-eval-convert: error: {error_line(err)}")
 

@@ -18,14 +18,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gqa_eval import __version__, metrics, roofline
-from gqa_eval.convert import architecture, attention_heads, convert_to_gqa, save_converted
-from gqa_eval.generate import generate
-from gqa_eval.models import checkpoint_files_digest, load_checkpoint, resolve_device
+from gqa_eval.generation import generate
+from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
+from gqa_eval.report.summary import report_root, write_summary
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
-from gqa_eval.summary import report_root, write_atomic, write_summary
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import PeakMemory, Timer
+from gqa_eval.variant import family_of
+from gqa_eval.variant.checkpoints import resolve_device
+from gqa_eval.variant.conversion import conversion_method, make_variant
 
 log = logging.getLogger("gqa_eval")
 
@@ -112,86 +114,6 @@ def use_chat_template(cfg: DictConfig, tokenizer, decoder_only: bool) -> bool:
     return bool(setting)
 
 
-def make_variant(cfg: DictConfig):
-    """Load the base checkpoint (or a saved converted one) and convert it as the model config says.
-
-    Returns:
-        ``(model, tokenizer, provenance)``: provenance records what was loaded and how it was converted.
-    """
-    base, variant = cfg.base, cfg.model
-    load = {
-        "revision": base.get("revision"),
-        "dtype": cfg.dtype,
-        "device": cfg.device,
-        "allow_pickle": base.get("allow_pickle", False),
-        "trust_remote_code": base.get("trust_remote_code", False),
-    }
-    source = variant.get("checkpoint") or base.path
-    model, tokenizer = load_checkpoint(source, **load)
-    n_heads, loaded_kv_heads = attention_heads(model)
-    kv_heads = variant.get("kv_heads")
-    if kv_heads is not None:  # G equal to the loaded heads pools nothing but is validated all the same
-        convert_to_gqa(model, int(kv_heads), method=variant.conversion, seed=cfg.seed)
-    provenance = {
-        "source": str(source),
-        "revision": base.get("revision"),
-        # the commit a hub id resolved to (transformers records it on the config); None for local dirs
-        "resolved_revision": getattr(model.config, "_commit_hash", None),
-        "weights": checkpoint_files_digest(source),
-        "loaded_kv_heads": loaded_kv_heads,
-        "conversion": OmegaConf.to_container(variant, resolve=True),
-    }
-    return model, tokenizer, provenance
-
-
-def convert(cfg: DictConfig) -> Path:
-    """``gqa-eval-convert``: load ``cfg.base``, convert it to ``cfg.kv_heads`` and save it to ``cfg.out``.
-
-    ``kv_heads`` and ``out`` are checked before the checkpoint is loaded: unset, or of the wrong kind,
-    they are refused in one line that names the key and what to set.
-    """
-    required = {
-        "kv_heads": "the number of key/value heads after conversion (1 = MQA): set kv_heads=N",
-        "out": "the directory to write the converted checkpoint to: set out=DIR",
-    }
-    missing = [key for key in required if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")]
-    if missing:
-        raise ValueError(
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
-            + "; ".join(required[key] for key in missing)
-        )
-    if isinstance(cfg.kv_heads, bool) or not isinstance(cfg.kv_heads, int) or cfg.kv_heads < 1:
-        raise ValueError(
-            f"kv_heads must be a whole number >= 1 (key/value heads after conversion, 1 = MQA), "
-            f"got kv_heads={cfg.kv_heads!r}"
-        )
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
-    base = cfg.base
-    model, tokenizer = load_checkpoint(
-        base.path,
-        revision=base.get("revision"),
-        dtype=cfg.dtype,
-        device="cpu",
-        allow_pickle=base.get("allow_pickle", False),
-        trust_remote_code=base.get("trust_remote_code", False),
-    )
-    convert_to_gqa(model, cfg.kv_heads, method=cfg.method, seed=cfg.seed)
-    save_converted(
-        model, tokenizer, out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
-        revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,
-    )  # fmt: skip
-    print(f"wrote {out}: {base.name} with kv_heads={cfg.kv_heads} ({cfg.method})")
-    return out
-
-
-def conversion_method(model) -> str | None:
-    """How the model's K/V heads were last pooled (from ``config.gqa_conversion``), None if never."""
-    history = getattr(model.config, "gqa_conversion", None) or []
-    return history[-1]["method"] if history else None
-
-
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` (a variant of ``cfg.base``) on ``cfg.task``.
 
@@ -236,12 +158,12 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     memory = PeakMemory(resolve_device(cfg.device)).start()  # this run's peak, not the process's
     torch.manual_seed(cfg.seed)
     model, tokenizer, provenance = make_variant(cfg)
-    decoder_only = not model.config.is_encoder_decoder
+    family = family_of(model)  # heads, head width and cache layout, asked of the model once
+    decoder_only = not family.encoder_decoder
     chat = use_chat_template(cfg, tokenizer, decoder_only)
     inputs = encode(task, examples, tokenizer, decoder_only, chat_template=chat)
     stop_strings = list(task.get("stop_strings") or []) if decoder_only else []
     device = next(model.parameters()).device
-    n_heads, kv_heads = attention_heads(model)
 
     with (run_dir / PREDICTIONS).open("a", encoding="utf-8") as sink:
 
@@ -289,9 +211,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     result = {
         "model": cfg.model.name,
         "base": cfg.base.name,
-        "arch": architecture(model),
-        "n_heads": n_heads,
-        "kv_heads": kv_heads,
+        "arch": family.name,
+        "n_heads": family.n_heads,
+        "kv_heads": family.kv_heads,
         "conversion": conversion_method(model),
         "task": task["name"],
         "split": task["split"],
@@ -308,10 +230,10 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "peak_mem_mb": memory.peak_mb(),
         "peak_mem_method": memory.method,
         "peak_mem_start_mb": memory.start_mb,
-        **roofline.kv_cache_bytes(model, dtype),
+        **roofline.kv_cache_bytes(family, dtype),
         **roofline.measured_kv_bytes(timer.batches),
         **(
-            roofline.decode_floor(model, timer.batches, roofline.hardware_rates(device, dtype))
+            roofline.decode_floor(family, timer.batches, roofline.hardware_rates(device, dtype))
             if cfg.timing.roofline
             else {}
         ),  # fmt: skip

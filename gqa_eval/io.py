@@ -5,12 +5,16 @@ target, so a reader sees the old file or the new one, never a part. The temporar
 mode ``0o666`` and the kernel applies the process umask, as it does for ``open(path, "w")``: files come
 out ``0644`` under the usual umask 022 (``tempfile.mkstemp`` would make them ``0600``, unreadable to
 others on a shared machine). :func:`file_mode` is that mode, for files a library wrote too strictly.
+:func:`replace_dir` does for a directory (the trainer's resume state) what :func:`write_atomic` does for
+a file.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -66,3 +70,20 @@ def readable_weights(directory: str | Path) -> None:
     """
     for weights in Path(directory).glob("*.safetensors"):
         weights.chmod(file_mode())
+
+
+def replace_dir(directory: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Write a directory whole: ``fill`` writes a temporary sibling ``<name>.tmp``, which then replaces
+    ``directory``. The old one is renamed ``<name>.old`` first and removed last, so a crash leaves
+    ``directory`` or ``<name>.old`` complete (a reader tries both, in that order)."""
+    directory = Path(directory)
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory

@@ -9,7 +9,8 @@ the step is memory- or compute-bound. GQA's speed-up comes from shrinking the KV
 
 What a step reads: the decoder's layers, final norm and LM head, less T5's cross-attention K/V
 projections, which run once per batch on the encoder output (prefill) and whose output every later step
-reads from the cross-attention cache instead (:func:`prefill_only_params`).
+reads from the cross-attention cache instead (:func:`prefill_only_params`). Which modules those are, and
+the cache geometry, the model's :class:`~gqa_eval.variant.family.Family` says.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from gqa_eval.convert import architecture, attention_heads, head_dim
+from gqa_eval.io import write_atomic
+from gqa_eval.variant.family import Family, family_of
 
 RATES_FILE = "hardware_rates.json"
 
@@ -97,26 +99,8 @@ def hardware_rates(device: torch.device, dtype: torch.dtype) -> dict[str, float 
         cached = {}
     if key not in cached:
         cached[key] = measure_rates(device, dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(cached, indent=2))
     return {**cached[key], "key": key}
-
-
-def _decode_modules(model) -> list[torch.nn.Module]:
-    """The modules a decode step runs (its embedding lookup reads only B rows and is left out)."""
-    if architecture(model) == "t5":
-        return [model.decoder.block, model.decoder.final_layer_norm, model.lm_head]
-    return [model.model.layers, model.model.norm, model.lm_head]
-
-
-def _prefill_only_modules(model) -> list[torch.nn.Module]:
-    """T5's cross-attention K/V projections: computed once per batch from the encoder output."""
-    if architecture(model) != "t5":
-        return []
-    attentions = [block.layer[1].EncDecAttention for block in model.decoder.block]
-    return [proj for attn in attentions for proj in (attn.k, attn.v)]
 
 
 def _parameters(modules: list[torch.nn.Module]) -> dict[int, torch.nn.Parameter]:
@@ -124,9 +108,9 @@ def _parameters(modules: list[torch.nn.Module]) -> dict[int, torch.nn.Parameter]
     return {id(p): p for module in modules for p in module.parameters()}
 
 
-def _decode_parameters(model) -> dict[int, torch.nn.Parameter]:
-    used = _parameters(_decode_modules(model))
-    for key in _parameters(_prefill_only_modules(model)):
+def _decode_parameters(family: Family) -> dict[int, torch.nn.Parameter]:
+    used = _parameters(family.decode_modules())
+    for key in _parameters(family.prefill_only_modules()):
         used.pop(key, None)
     return used
 
@@ -143,23 +127,23 @@ def decode_params(model) -> tuple[int, int]:
     and the LM head. Not counted: the embedding lookup (B rows) and T5's cross-attention K/V
     projections (:func:`prefill_only_params`).
     """
-    return _count(_decode_parameters(model))
+    return _count(_decode_parameters(family_of(model)))
 
 
 def prefill_only_params(model) -> tuple[int, int]:
     """``(parameters, bytes)`` of the decoder weights only prefill reads: T5's cross-attention K/V
     projections (layers x 2 x d_model x kv_heads x d_kv), run once per batch on the encoder output and
     cached; none for a decoder-only model, whose K/V projections run on every new token."""
-    return _count(_parameters(_prefill_only_modules(model)))
+    return _count(_parameters(family_of(model).prefill_only_modules()))
 
 
-def _decode_matmul_weights(model) -> int:
+def _decode_matmul_weights(family: Family) -> int:
     """Weights of the linear layers a decode step multiplies each row's hidden state by (norms, biases
     and the position bias table are read, not multiplied)."""
-    used = _decode_parameters(model)
+    used = _decode_parameters(family)
     weights = {
         id(m.weight): m.weight.numel()
-        for module in _decode_modules(model)
+        for module in family.decode_modules()
         for m in module.modules()
         if isinstance(m, torch.nn.Linear) and id(m.weight) in used
     }
@@ -170,25 +154,19 @@ def decode_step_cost(model, batch: int, self_positions: float, source_positions:
     """Bytes read and FLOPs of one decode step for ``batch`` rows.
 
     Args:
-        model: the variant.
+        model: the variant, or its :class:`Family` (each function here takes either).
         batch: rows decoded together.
         self_positions: positions in the self-attention cache (mean over the steps of a batch).
         source_positions: encoder positions in the cross-attention cache (T5; 0 for decoder-only).
     """
-    _, weight_bytes = decode_params(model)
-    n_heads, kv_heads = attention_heads(model)
-    dim = head_dim(model)
-    dtype_bytes = next(model.parameters()).element_size()
-    config = model.config
-    if architecture(model) == "t5":
-        layers = config.num_decoder_layers or config.num_layers
-        contexts = [self_positions, source_positions]
-    else:
-        layers = config.num_hidden_layers
-        contexts = [self_positions]
-    kv_bytes = sum(layers * 2 * kv_heads * dim * dtype_bytes * batch * ctx for ctx in contexts)
-    attention_flops = sum(layers * 2 * 2 * batch * n_heads * dim * ctx for ctx in contexts)  # QK^T and AV
-    matmul_flops = 2 * _decode_matmul_weights(model) * batch
+    family = family_of(model)
+    _, weight_bytes = decode_params(family)
+    dim, layers = family.head_dim, family.cache_layers
+    dtype_bytes = next(family.model.parameters()).element_size()
+    contexts = family.cache_contexts(self_positions, source_positions)
+    kv_bytes = sum(layers * 2 * family.kv_heads * dim * dtype_bytes * batch * ctx for ctx in contexts)
+    attention_flops = sum(layers * 2 * 2 * batch * family.n_heads * dim * ctx for ctx in contexts)  # QK^T, AV
+    matmul_flops = 2 * _decode_matmul_weights(family) * batch
     return {"bytes": weight_bytes + kv_bytes, "flops": matmul_flops + attention_flops}
 
 
@@ -198,17 +176,8 @@ def kv_cache_bytes(model, dtype: torch.dtype | None = None) -> dict[str, int]:
     For T5 the decoder self-attention cache grows per generated token and the cross-attention cache per
     source token; a decoder-only model has one cache that grows with prompt and output alike.
     """
-    dtype = dtype or next(model.parameters()).dtype
-    _, kv_heads = attention_heads(model)
-    per_layer = 2 * kv_heads * head_dim(model) * torch.finfo(dtype).bits // 8
-    config = model.config
-    if architecture(model) == "t5":
-        layers = config.num_decoder_layers or config.num_layers
-        return {
-            "kv_cache_bytes_per_token": layers * per_layer,
-            "cross_kv_cache_bytes_per_source_token": layers * per_layer,
-        }
-    return {"kv_cache_bytes_per_token": config.num_hidden_layers * per_layer}
+    family = family_of(model)
+    return family.kv_cache_bytes(dtype or next(family.model.parameters()).dtype)
 
 
 def measured_kv_bytes(batches) -> dict[str, float]:
@@ -232,7 +201,8 @@ def decode_floor(model, batches, rates: dict[str, float]) -> dict[str, float | s
     import statistics
 
     floors, ratios, bounds = [], [], []
-    decoder_only = architecture(model) != "t5"
+    family = family_of(model)
+    decoder_only = not family.encoder_decoder
     for b in batches:
         if not b.steps:
             continue
@@ -240,7 +210,7 @@ def decode_floor(model, batches, rates: dict[str, float]) -> dict[str, float | s
         # plus k positions: on average (n + 1) / 2 of them
         mean_new = (len(b.steps) + 1) / 2
         self_positions = (b.input_tokens if decoder_only else 1) + mean_new
-        cost = decode_step_cost(model, b.samples, self_positions, 0 if decoder_only else b.input_tokens)
+        cost = decode_step_cost(family, b.samples, self_positions, 0 if decoder_only else b.input_tokens)
         floor, bound = floor_seconds(cost, rates)
         floors.append(floor)
         ratios.append(statistics.median(b.steps) / floor)

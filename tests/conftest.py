@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny in-process models whose outputs vary, and Hydra composition."""
+"""Shared fixtures and helpers: tiny in-process models whose outputs vary, the bundled tokenizer, Hydra
+composition, task configs, the console script run as a subprocess, and readers of the files a run writes."""
 
 from __future__ import annotations
 
+import copy
+import csv
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,11 +14,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 import gqa_eval.cli  # noqa: F401  (registers the config resolvers)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+TINY_T5 = Path(CONF_DIR).parent / "evals" / "checkpoints" / "tiny_t5"
+GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")  # this environment's console script
 
 
 def _absl_handler_to_real_stderr() -> None:
@@ -53,8 +61,8 @@ def make_t5(n_heads: int = 8, seed: int = 0) -> T5ForConditionalGeneration:
     return spread_weights(T5ForConditionalGeneration(config), seed=seed)
 
 
-def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, seed: int = 0):
-    """A tiny Llama-family causal LM (llama, mistral or qwen2)."""
+def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, seed: int = 0, **config):
+    """A tiny Llama-family causal LM (llama, mistral or qwen2); ``config`` overrides its config values."""
     import transformers
 
     cfg_cls, model_cls = {
@@ -62,14 +70,29 @@ def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, see
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
     }[family]
-    config = cfg_cls(
+    values = dict(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=n_heads, num_key_value_heads=kv_heads, head_dim=32 // n_heads,
         max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=1,
         tie_word_embeddings=False,
     )  # fmt: skip
     torch.manual_seed(seed)
-    return spread_weights(model_cls(config), seed=seed)
+    return spread_weights(model_cls(cfg_cls(**{**values, **config})), seed=seed)
+
+
+def repeated_t5(converted, original):
+    """An MHA copy of ``original`` whose decoder K/V heads carry their group's converted weights."""
+    from gqa_eval.convert import t5_decoder_attentions
+
+    reference = copy.deepcopy(original)
+    for src, dst in zip(t5_decoder_attentions(converted), t5_decoder_attentions(reference), strict=True):
+        for proj in ("k", "v"):
+            w = getattr(src, proj).weight.data  # (G * D, d_model)
+            g = w.shape[0] // dst.key_value_proj_dim
+            rep = dst.n_heads // g
+            w = w.view(g, 1, dst.key_value_proj_dim, -1).expand(g, rep, dst.key_value_proj_dim, w.shape[1])
+            getattr(dst, proj).weight.data = w.reshape(dst.inner_dim, -1).clone()
+    return reference
 
 
 def seqs(n: int, length: int, seed: int = 0) -> list[list[int]]:
@@ -79,11 +102,18 @@ def seqs(n: int, length: int, seed: int = 0) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    """The bundled tiny_t5 tokenizer (a module may define its own ``tokenizer`` to use another)."""
+def t5_tokenizer():
+    """The bundled tiny_t5 tokenizer."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(Path(CONF_DIR).parent / "evals" / "checkpoints" / "tiny_t5")
+    return AutoTokenizer.from_pretrained(TINY_T5)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(t5_tokenizer):
+    """The tokenizer of the tiny models: tiny_t5's (a module may define its own ``tokenizer`` to use
+    another)."""
+    return t5_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -107,16 +137,59 @@ def batch() -> dict[str, torch.Tensor]:
     }
 
 
+def compose_config(config_name: str = "config", overrides=(), return_hydra_config: bool = False):
+    """One config of conf/ composed by Hydra, its global state cleared before and after."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+            return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """compose(overrides) -> the app's config, with outputs under tmp_path."""
 
     def _compose(overrides: list[str] = (), config_name: str = "config"):
-        GlobalHydra.instance().clear()
         if config_name == "config":
             overrides = [f"output_root={tmp_path}", "progress=false", *overrides]
-        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-            return compose(config_name, overrides=list(overrides))
+        return compose_config(config_name, overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def task_cfg(name: str, resolve: bool = False, **changes) -> dict:
+    """conf/task/<name>.yaml as a plain dict (its interpolations resolved if ``resolve``), with
+    ``changes`` set by dotted key: ``task_cfg("cnn_dm", **{"data.path": "my_copy"})``."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "task" / f"{name}.yaml"), resolve=resolve)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
+def run_gqa_eval(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The ``gqa-eval`` console script run with ``args``; its stdout and stderr captured as text."""
+    return subprocess.run([GQA_EVAL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file (summary.csv, table.csv) as dicts of strings."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_jsonl(path: Path, encoding: str | None = None) -> list[dict]:
+    """The records of a JSON-lines file, one a line."""
+    with path.open(encoding=encoding) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_predictions(run_dir: Path, encoding: str | None = None) -> list[dict]:
+    """The rows of a run's predictions.jsonl, in file order."""
+    return read_jsonl(run_dir / "predictions.jsonl", encoding)

@@ -12,11 +12,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_t5
-from test_convert import repeated_t5
+from conftest import make_t5, repeated_t5
 
-from gqa_eval.attention import gqa_t5_attention_forward, grouped_attention
-from gqa_eval.convert import convert_to_gqa
+from gqa_eval.variant.attention import gqa_t5_attention_forward, grouped_attention
+from gqa_eval.variant.conversion import convert_to_gqa
 
 B, H, D = 3, 8, 4
 MIN = torch.finfo(torch.float32).min
@@ -172,7 +171,7 @@ def test_converted_t5_equals_eager_mha_with_repeated_heads(batch, kv_heads, padd
 
 def test_t5_cross_attention_bias_is_zeros(monkeypatch):
     """Dropping cross-attention's bias relies on transformers' T5 passing zeros there."""
-    import gqa_eval.attention as attention
+    import gqa_eval.variant.attention as attention
 
     biases, forward = [], attention.gqa_t5_attention_forward
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gqa_eval.evaluate import evaluate
-from gqa_eval.summary import report_root
+from gqa_eval.report.summary import report_root
 from gqa_eval.tasks import TaskDataError, load_examples
 
 RECORD = {"article": "An article.", "highlights": "A summary.", "id": "x1"}

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_gqa_eval
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import gqa_eval.cli as cli
-import gqa_eval.evaluate
+import gqa_eval.variant.conversion
 
-GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")
 QUICK = ["task=wmt_en_de", "limit=2", "task.max_new_tokens=4", "batch_size=2", "timing.roofline=false"]
 
 
@@ -163,7 +162,7 @@ def test_convert_checks_kv_heads_and_out_before_loading(app, tmp_path, monkeypat
     def no_loading(*args, **kwargs):
         raise AssertionError("the checkpoint was loaded before the config was checked")
 
-    monkeypatch.setattr(gqa_eval.evaluate, "load_checkpoint", no_loading)
+    monkeypatch.setattr(gqa_eval.variant.conversion, "load_checkpoint", no_loading)
     out = f"out={tmp_path / 'gqa4'}"
     for args, message in [
         ([out], "kv_heads is required but not set; the number of key/value heads after conversion"),
@@ -197,9 +196,7 @@ def test_error_line_names_the_key():
 
 def test_console_script_says_one_line(tmp_path):
     """Where Hydra itself meets the unset value (model=gqa's run directory name needs kv_heads)."""
-    proc = subprocess.run(
-        [GQA_EVAL, "model=gqa", f"output_root={tmp_path}"], capture_output=True, text=True, timeout=300
-    )
+    proc = run_gqa_eval("model=gqa", f"output_root={tmp_path}")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "gqa-eval: error: model.kv_heads is required but not set; model=gqa needs the number of "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -58,13 +59,7 @@ def test_defaults(compose_cfg):
 
 @pytest.mark.parametrize(("experiment", "swept"), [("table1", "model"), ("groups", "model.kv_heads")])
 def test_experiments_compose(tmp_path, experiment, swept):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = compose_config("config", [f"+experiment={experiment}"], return_hydra_config=True)
     assert swept in cfg.hydra.sweeper.params
     if experiment == "groups":
         assert cfg.timing.mode == "fixed" and cfg.task.name == "arxiv" and cfg.model.name == "gqa16"

@@ -9,29 +9,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_decoder, make_t5
+from conftest import make_decoder, make_t5, repeated_t5
 
-from gqa_eval.attention import grouped_attention
-from gqa_eval.convert import convert_to_gqa, pool_heads, t5_decoder_attentions
-from gqa_eval.models import load_checkpoint
+from gqa_eval.convert import convert_to_gqa, pool_heads, t5_decoder_attentions  # the public import path
+from gqa_eval.variant.attention import grouped_attention
+from gqa_eval.variant.checkpoints import load_checkpoint
 
 
 def t5_logits(model, batch):
     with torch.no_grad():
         return model(**batch).logits
-
-
-def repeated_t5(converted, original):
-    """An MHA copy of ``original`` whose decoder K/V heads carry their group's converted weights."""
-    reference = copy.deepcopy(original)
-    for src, dst in zip(t5_decoder_attentions(converted), t5_decoder_attentions(reference), strict=True):
-        for proj in ("k", "v"):
-            w = getattr(src, proj).weight.data  # (G * D, d_model)
-            g = w.shape[0] // dst.key_value_proj_dim
-            rep = dst.n_heads // g
-            w = w.view(g, 1, dst.key_value_proj_dim, -1).expand(g, rep, dst.key_value_proj_dim, w.shape[1])
-            getattr(dst, proj).weight.data = w.reshape(dst.inner_dim, -1).clone()
-    return reference
 
 
 def test_grouped_attention_equals_sdpa_on_repeated_kv():
@@ -61,7 +48,7 @@ def test_grouped_attention_accepts_a_non_contiguous_kernel_output(monkeypatch):
         torch.randn(2, 2, 7, 4, generator=gen),
     )
     want = grouped_attention(q, k, v, None, scaling=1.0)
-    monkeypatch.setattr("gqa_eval.attention.F.scaled_dot_product_attention", strided_sdpa)
+    monkeypatch.setattr("gqa_eval.variant.attention.F.scaled_dot_product_attention", strided_sdpa)
     torch.testing.assert_close(grouped_attention(q, k, v, None, scaling=1.0), want)
 
 
@@ -234,7 +221,8 @@ def test_unsupported_architecture_and_method_raise():
 
 
 def test_convert_command_output_evaluates_like_on_the_fly(compose_cfg, tmp_path):
-    from gqa_eval.evaluate import convert, evaluate
+    from gqa_eval.evaluate import evaluate
+    from gqa_eval.variant.conversion import convert_checkpoint as convert
 
     out = tmp_path / "gqa4"
     convert(compose_cfg([f"out={out}", "kv_heads=4"], config_name="convert"))

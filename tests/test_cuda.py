@@ -8,12 +8,11 @@ import json
 
 import pytest
 import torch
-from conftest import make_decoder, make_t5
-from test_convert import repeated_t5
+from conftest import make_decoder, make_t5, repeated_t5
 
 from gqa_eval import roofline
-from gqa_eval.convert import convert_to_gqa
 from gqa_eval.evaluate import evaluate
+from gqa_eval.variant.conversion import convert_to_gqa
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

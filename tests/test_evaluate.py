@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import read_csv, read_predictions, run_gqa_eval
 
 from gqa_eval.evaluate import evaluate
-from gqa_eval.summary import COLUMNS
+from gqa_eval.report.summary import COLUMNS
 
-GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")
 QUICK = ["limit=3", "task.max_new_tokens=6", "batch_size=2"]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize(("base", "model"), [("tiny_t5", "gqa4"), ("tiny_llama", "mqa")])
@@ -29,7 +20,7 @@ def test_evaluate_writes_run_directory(compose_cfg, tmp_path, base, model):
     start = time.perf_counter()
     evaluate(cfg, output_dir=tmp_path / "run")
     elapsed = time.perf_counter() - start
-    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
+    rows = read_predictions(tmp_path / "run")
     assert len(rows) == 3 and {"id", "input", "prediction", "references"} <= set(rows[0])
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["n_samples"] == 3 and saved["metric"] == "f1"
@@ -76,12 +67,7 @@ def test_same_output_every_time(compose_cfg, tmp_path):
 
 
 def test_console_script_single_run(tmp_path):
-    proc = subprocess.run(
-        [GQA_EVAL, "model=gqa8", "task=cnn_dm", f"output_root={tmp_path}", "progress=false", *QUICK],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_gqa_eval("model=gqa8", "task=cnn_dm", f"output_root={tmp_path}", "progress=false", *QUICK)
     assert proc.returncode == 0, proc.stderr
     results = list(tmp_path.glob("runs/*/result.json"))
     assert len(results) == 1
@@ -91,11 +77,8 @@ def test_console_script_single_run(tmp_path):
 
 
 def test_multirun_writes_one_summary_row_per_job(tmp_path):
-    proc = subprocess.run(
-        [GQA_EVAL, "-m", "model=mha,mqa", "task=cnn_dm,wmt_en_de", f"output_root={tmp_path}",
-         "progress=false", *QUICK],
-        capture_output=True,
-        text=True,
+    proc = run_gqa_eval(
+        "-m", "model=mha,mqa", "task=cnn_dm,wmt_en_de", f"output_root={tmp_path}", "progress=false", *QUICK,
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -109,12 +92,7 @@ def test_multirun_writes_one_summary_row_per_job(tmp_path):
 
 
 def test_bad_kv_heads_fails_without_writing_results(tmp_path):
-    proc = subprocess.run(
-        [GQA_EVAL, "model=gqa", "model.kv_heads=3", f"output_root={tmp_path}", "progress=false", *QUICK],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_gqa_eval("model=gqa", "model.kv_heads=3", f"output_root={tmp_path}", "progress=false", *QUICK)
     assert proc.returncode != 0
     assert "kv_heads=3 does not divide the model's 16 key/value heads" in proc.stderr
     assert not list(tmp_path.rglob("result.json"))

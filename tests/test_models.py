@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_decoder, make_t5
-from transformers import AutoTokenizer
 
-from gqa_eval import io, summary
-from gqa_eval.convert import save_converted
-from gqa_eval.models import CheckpointError, checkpoint_source, load_checkpoint, resolve_device
+from gqa_eval import io
 from gqa_eval.paths import PROJECT_ROOT, is_hub_id
+from gqa_eval.report import summary
 from gqa_eval.resume import file_sha256
+from gqa_eval.variant.checkpoints import CheckpointError, checkpoint_source, load_checkpoint, resolve_device
+from gqa_eval.variant.conversion import save_converted
 
 TINY_T5 = PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5"
 SHA_A, SHA_B = "a" * 40, "b" * 40
@@ -226,7 +226,7 @@ _PROBE = """
 import json, sys, time
 from huggingface_hub import HfApi
 from transformers import AutoConfig, AutoTokenizer  # imported first: only the loading is timed
-from gqa_eval.models import CheckpointError, load_checkpoint
+from gqa_eval.variant.checkpoints import CheckpointError, load_checkpoint
 for repo_id in sys.argv[1:]:
     start = time.perf_counter()
     try:
@@ -330,8 +330,8 @@ def test_results_summary_and_caches_honour_the_umask(tmp_path, umask, monkeypatc
     assert _mode(tmp_path / "cache" / "file_hashes.json") == 0o666 & ~umask
 
 
-def test_converted_checkpoint_files_honour_the_umask(tmp_path, umask):
-    out = save_converted(make_t5(n_heads=4), AutoTokenizer.from_pretrained(TINY_T5), tmp_path / "gqa")
+def test_converted_checkpoint_files_honour_the_umask(tmp_path, umask, t5_tokenizer):
+    out = save_converted(make_t5(n_heads=4), t5_tokenizer, tmp_path / "gqa")
     modes = {p.name: _mode(p) for p in out.iterdir()}
     assert modes["model.safetensors"] == 0o666 & ~umask
     assert set(modes.values()) == {0o666 & ~umask}, modes

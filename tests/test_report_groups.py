@@ -3,17 +3,18 @@ gqa-eval-summary over several folders; one name per variant (config names, run d
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
 
 import pytest
+from conftest import compose_config, read_csv
 from omegaconf import open_dict
 
-from gqa_eval import cli, plots, summary
-from gqa_eval.report import pivot
-from gqa_eval.summary import main, write_report
+from gqa_eval import cli
+from gqa_eval.report import plots, summary
+from gqa_eval.report.summary import main, write_report
+from gqa_eval.report.table import pivot
 
 PRIMARY = {"cnn_dm": "rouge1", "wmt_en_de": "bleu", "trivia_qa": "f1"}
 LENGTHS = {"cnn_dm": (512, 256), "wmt_en_de": (512, 256), "trivia_qa": (2048, 32)}
@@ -45,11 +46,6 @@ def write_runs(root: Path, *results: dict) -> Path:
         run.mkdir(parents=True)
         (run / "result.json").write_text(json.dumps(r))
     return root
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def by_label(table) -> dict:
@@ -230,21 +226,14 @@ def test_gqa_sweep_names_a_variant_as_its_preset_does(compose_cfg, kv_heads, nam
 
 
 def test_run_and_sweep_directories_name_the_base(tmp_path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=conf):
-        overrides = [
-            "base=tiny_llama",
-            "model=gqa",
-            "model.kv_heads=1",
-            "task=trivia_qa",
-            f"output_root={tmp_path}",
-        ]
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    overrides = [
+        "base=tiny_llama",
+        "model=gqa",
+        "model.kv_heads=1",
+        "task=trivia_qa",
+        f"output_root={tmp_path}",
+    ]
+    cfg = compose_config("config", overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.job.num = 3
     assert Path(cfg.hydra.run.dir).name.endswith("_tiny_llama_mqa_trivia_qa")
@@ -257,7 +246,7 @@ def test_failed_lone_run_outside_output_root_is_reported_in_its_own_directory(tm
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from gqa_eval.callbacks import SummaryCallback
+    from gqa_eval.report.callback import SummaryCallback
 
     run = tmp_path / "scratch" / "run"
     run.mkdir(parents=True)

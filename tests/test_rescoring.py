@@ -21,6 +21,7 @@ from pathlib import Path
 import nltk
 import pytest
 import sacrebleu
+from conftest import read_predictions
 from rouge_score import rouge_scorer
 
 from gqa_eval import metrics
@@ -193,7 +194,7 @@ def official_em(prediction: str, ground_truth: str) -> bool:
 def _run(compose_cfg, out: Path, overrides: list[str]) -> tuple[list[dict], dict, object]:
     cfg = compose_cfg(["base=tiny_t5", "model=mha", "batch_size=4", *overrides])
     evaluate(cfg, output_dir=out)
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").open(encoding="utf-8")]
+    rows = read_predictions(out, encoding="utf-8")
     rows.sort(key=lambda row: row["index"])
     return rows, json.loads((out / "result.json").read_text(encoding="utf-8")), cfg
 

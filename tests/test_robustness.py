@@ -8,36 +8,26 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import GQA_EVAL, run_gqa_eval
+from conftest import read_predictions as rows
 
 from gqa_eval.evaluate import evaluate
-from gqa_eval.models import CheckpointError, load_checkpoint
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.resume import ResumeError
+from gqa_eval.variant.checkpoints import CheckpointError, load_checkpoint
 
-GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")
 TINY = PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5"
 QUICK = ["task=wmt_en_de", "limit=4", "task.max_new_tokens=6", "batch_size=2"]
 
 
-def rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-
-
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [GQA_EVAL, *args, "progress=false"], capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_killed_run_resumes_to_identical_results(tmp_path):
     args = ["model=gqa4", "task=cnn_dm", "limit=8", "batch_size=1", "task.max_new_tokens=64"]
-    clean = cli(*args, f"hydra.run.dir={tmp_path / 'clean'}")
+    clean = run_gqa_eval(*args, f"hydra.run.dir={tmp_path / 'clean'}", "progress=false")
     assert clean.returncode == 0, clean.stderr
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen([GQA_EVAL, "progress=false", *args, f"hydra.run.dir={run_dir}"],
@@ -53,7 +43,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     proc.wait()
     partial = len(rows(run_dir))
     assert 2 <= partial < 8 and not (run_dir / "result.json").exists()
-    resumed = cli(*args, f"hydra.run.dir={run_dir}")
+    resumed = run_gqa_eval(*args, f"hydra.run.dir={run_dir}", "progress=false")
     assert resumed.returncode == 0, resumed.stderr
     got, want = (
         json.loads((run_dir / "result.json").read_text()),
@@ -97,7 +87,9 @@ def test_fingerprint_mismatch_refuses_to_reuse(compose_cfg, tmp_path):
 
 
 def test_multirun_with_a_failing_job_keeps_the_others(tmp_path):
-    proc = cli("-m", "model=gqa", "model.kv_heads=3,4", *QUICK, f"output_root={tmp_path}")
+    proc = run_gqa_eval(
+        "-m", "model=gqa", "model.kv_heads=3,4", *QUICK, f"output_root={tmp_path}", "progress=false"
+    )
     assert proc.returncode != 0
     assert "1 job(s) failed" in proc.stderr and "kv_heads=3 does not divide" in proc.stderr
     (sweep,) = list((tmp_path / "multirun").iterdir())
@@ -124,9 +116,9 @@ def test_multirun_with_a_failing_job_keeps_the_others(tmp_path):
 )  # fmt: skip
 def test_bad_input_is_one_clear_error(tmp_path, overrides, message):
     proc = (
-        cli(*overrides, "limit=2", f"output_root={tmp_path}")
+        run_gqa_eval(*overrides, "limit=2", f"output_root={tmp_path}", "progress=false")
         if "limit=0" not in overrides
-        else cli(*overrides, f"output_root={tmp_path}")
+        else run_gqa_eval(*overrides, f"output_root={tmp_path}", "progress=false")
     )
     assert proc.returncode != 0
     import re

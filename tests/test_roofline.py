@@ -20,8 +20,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 from gqa_eval import roofline
-from gqa_eval.convert import convert_to_gqa
 from gqa_eval.timing import BatchTiming
+from gqa_eval.variant.conversion import convert_to_gqa
 
 D_MODEL, D_FF, VOCAB, LAYERS = 24, 40, 50, 3
 HEADS, D_KV = 4, 5  # T5: inner dimension H x d_kv = 20

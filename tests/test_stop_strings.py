@@ -3,15 +3,13 @@ string and its prediction is cut there, in both timing modes; instruct tokenizer
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import spread_weights
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import make_decoder, read_predictions
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from gqa_eval.evaluate import evaluate, use_chat_template
-from gqa_eval.generate import cut_at_stop_strings, generate
+from gqa_eval.generation import cut_at_stop_strings, generate
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
@@ -28,14 +26,11 @@ def tokenizer():
 def never_eos_llama(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     """A random tiny Llama over the bundled tokenizer whose EOS logit is 0 while the best of its 4,000
     random logits is always positive: it never emits EOS, as a base model on a QA prompt often does not."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, head_dim=8, max_position_embeddings=512,
+    model = make_decoder(
+        "llama", n_heads=4, kv_heads=4, seed=seed, vocab_size=len(tokenizer), max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
-    torch.manual_seed(seed)
-    model = spread_weights(LlamaForCausalLM(config), seed=seed)
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id] = 0.0
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -113,13 +108,13 @@ def test_evaluate_applies_the_task_stop_strings(tokenizer, tmp_path, compose_cfg
                  "timing.roofline=false", "task.max_input_tokens=96"]  # fmt: skip
     unstopped = evaluate(compose_cfg([*overrides, "task.stop_strings=[]"]), output_dir=tmp_path / "full")
     assert unstopped["timing"]["generated_tokens"] == 3 * 32  # no EOS, no stop string: the length cap
-    full = [json.loads(x) for x in (tmp_path / "full" / "predictions.jsonl").read_text().splitlines()]
+    full = read_predictions(tmp_path / "full")
     stop = full[0]["prediction"].split()[1][:3]  # a string the model does produce
     cfg = compose_cfg(overrides)
     cfg.task.stop_strings = [stop]
     result = evaluate(cfg, output_dir=tmp_path / "run")
     assert result["stop_strings"] == [stop] and result["chat_template"] is False
-    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    rows = read_predictions(tmp_path / "run")
     by_id = {r["id"]: r["prediction"] for r in full}
     assert {r["id"]: r["prediction"] for r in rows} == {
         i: cut_at_stop_strings(p, [stop]).strip() for i, p in by_id.items()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_csv, run_gqa_eval
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from gqa_eval import summary
-from gqa_eval.callbacks import SummaryCallback
-from gqa_eval.report import PAPER_COLUMNS, PUBLISHED, pivot
-from gqa_eval.summary import COLUMNS, PLOTS, main, write_atomic, write_report
+from gqa_eval.report import summary
+from gqa_eval.report.callback import SummaryCallback
+from gqa_eval.report.summary import COLUMNS, PLOTS, main, write_atomic, write_report
+from gqa_eval.report.table import PAPER_COLUMNS, PUBLISHED, pivot
 
-GQA_EVAL = str(Path(sys.executable).parent / "gqa-eval")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PRIMARY = {"cnn_dm": "rouge1", "wmt_en_de": "bleu", "trivia_qa": "f1"}
 REPORT_FILES = ["summary.csv", "table.csv", "table.md", *PLOTS]
@@ -71,11 +68,6 @@ def runs(tmp_path) -> Path:
     # a directory with both files succeeded after all and is not a failure
     (root / "runs/a_mha_cnn/error.json").write_text(json.dumps({**error, "model": "stale"}))
     return root
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_summary_csv_has_one_row_per_run(runs):
@@ -244,12 +236,9 @@ def test_callback_reports_failed_job_and_multirun_end(runs, capsys):
 
 
 def test_console_multirun_leaves_report_in_sweep_dir(tmp_path):
-    proc = subprocess.run(
-        [GQA_EVAL, "-m", "model=mha,mqa", "task=cnn_dm,trivia_qa", "limit=2", "task.max_new_tokens=4",
-         "batch_size=2", "progress=false", f"output_root={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_gqa_eval(
+        "-m", "model=mha,mqa", "task=cnn_dm,trivia_qa", "limit=2", "task.max_new_tokens=4", "batch_size=2",
+        "progress=false", f"output_root={tmp_path}", timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     (sweep,) = list((tmp_path / "multirun").iterdir())

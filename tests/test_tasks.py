@@ -7,29 +7,12 @@ import json
 
 import datasets
 import pytest
-from omegaconf import OmegaConf
-from transformers import AutoTokenizer
+from conftest import task_cfg
 
 from gqa_eval import tasks
 from gqa_eval.paths import PROJECT_ROOT
 
 TASKS = ["cnn_dm", "arxiv", "pubmed", "mediasum", "multi_news", "wmt_en_de", "trivia_qa"]
-
-
-def task_cfg(name: str, **changes) -> dict:
-    cfg = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "task" / f"{name}.yaml"))
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def t5_tokenizer():
-    return AutoTokenizer.from_pretrained(PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5")
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import make_decoder, make_t5, seqs
 
-from gqa_eval.convert import convert_to_gqa
-from gqa_eval.generate import NonFiniteLogitsError, generate
+from gqa_eval.generation import NonFiniteLogitsError, generate
 from gqa_eval.timing import Timer
+from gqa_eval.variant.conversion import convert_to_gqa
 
 # Tensor methods that make the host wait for the device (or copy to it).
 SYNCS = ("item", "tolist", "__bool__", "cpu", "numpy", "__int__", "__float__", "__index__")
@@ -72,9 +72,7 @@ def test_non_finite_model_is_caught_after_the_batch(tokenizer):
     with torch.no_grad():
         model.decoder.block[1].layer[0].SelfAttention.v.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteLogitsError, match=r"non-finite .* examples \[\d"):
-        generate(
-            model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
-        )
+        generate(model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False)
 
 
 def test_non_finite_lm_head_is_caught(tokenizer):
@@ -82,6 +80,4 @@ def test_non_finite_lm_head_is_caught(tokenizer):
     with torch.no_grad():
         model.lm_head.weight[7] = float("inf")
     with pytest.raises(NonFiniteLogitsError):
-        generate(
-            model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False
-        )
+        generate(model, tokenizer, seqs(2, 8), max_new_tokens=4, batch_size=2, timer=Timer(), progress=False)

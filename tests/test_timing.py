@@ -8,9 +8,9 @@ import torch
 from conftest import make_decoder, make_t5, seqs
 
 from gqa_eval import roofline
-from gqa_eval.convert import convert_to_gqa
-from gqa_eval.generate import generate
+from gqa_eval.generation import generate
 from gqa_eval.timing import Timer
+from gqa_eval.variant.conversion import convert_to_gqa
 
 
 class FakeClock:

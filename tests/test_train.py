@@ -1,4 +1,4 @@
-"""The training stage (gqa_eval.train, gqa_eval.train_data) and the committed tiny checkpoints: training
+"""The training stage (gqa_eval.training: loop, data, model) and the committed tiny checkpoints: training
 lowers the loss and resumes exactly; uptraining a converted T5 saves a checkpoint the evaluation loads;
 training data never contains a bundled validation example; the committed checkpoints decode the same
 non-trivial outputs every time."""
@@ -12,23 +12,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_decoder, make_t5
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config, make_decoder, make_t5, read_jsonl, task_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from gqa_eval.convert import attention_heads, convert_to_gqa
-from gqa_eval.generate import generate
-from gqa_eval.models import load_checkpoint
+from gqa_eval.generation import generate
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
-from gqa_eval.train import lr_factor, train
-from gqa_eval.train_data import collate, encode_pairs, generator, plan_epoch, training_examples
-from gqa_eval.train_model import lean_attention, pooled_kv
+from gqa_eval.training.data import collate, encode_pairs, generator, plan_epoch, training_examples
+from gqa_eval.training.loop import lr_factor, train
+from gqa_eval.training.model import lean_attention, pooled_kv
+from gqa_eval.variant.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 TASKS = ("cnn_dm", "arxiv", "pubmed", "mediasum", "multi_news", "wmt_en_de", "trivia_qa")
 # A model and data small enough that a dozen steps take a few seconds.
 TINY = [
@@ -54,25 +51,16 @@ TINY = [
 
 
 def train_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONF):
-            return compose("train", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config("training", overrides)
 
 
 def read_log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-
-def task_cfg(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / f"{name}.yaml"), resolve=True)
+    return read_jsonl(out / "train_log.jsonl")
 
 
 def fixed_batch_loss(checkpoint: Path) -> float:
     model, tokenizer = load_checkpoint(str(checkpoint))
-    task = task_cfg("wmt_en_de")
+    task = task_cfg("wmt_en_de", resolve=True)
     pairs = encode_pairs(task, load_examples(task, 8), tokenizer, decoder_only=False)
     with torch.no_grad():
         return model(**collate(pairs, tokenizer.pad_token_id, decoder_only=False)).loss.item()
@@ -203,7 +191,7 @@ def test_uptraining_a_converted_t5_saves_a_loadable_gqa_checkpoint(tmp_path):
 def test_training_data_never_contains_a_validation_example(tmp_path):
     gen = generator()
     for name in TASKS:
-        task = task_cfg(name)
+        task = task_cfg(name, resolve=True)
         train_examples = training_examples(task, 300, seed=1, workdir=tmp_path)
         valid = load_examples(task)
         if name == "trivia_qa":  # answers recur (years, cities); a subject is only asked about in its split
@@ -221,7 +209,7 @@ def test_training_data_never_contains_a_validation_example(tmp_path):
 
 
 def test_counterfactual_trivia_reads_its_answers_from_the_evidence(tmp_path):
-    task = task_cfg("trivia_qa")
+    task = task_cfg("trivia_qa", resolve=True)
     plain = training_examples(task, 40, seed=1, workdir=tmp_path / "plain")
     examples = training_examples(task, 40, seed=1, workdir=tmp_path / "cf", counterfactual_qa=True)
     assert examples == training_examples(task, 40, seed=1, workdir=tmp_path / "again", counterfactual_qa=True)
@@ -250,7 +238,7 @@ def test_committed_checkpoint_decodes_the_same_real_outputs_every_time(base):
     decoder_only = not model.config.is_encoder_decoder
     outputs = []
     for name in ("wmt_en_de", "trivia_qa"):
-        task = task_cfg(name)
+        task = task_cfg(name, resolve=True)
         examples = load_examples(task, 4)
         inputs = encode(task, examples, tokenizer, decoder_only)
         runs = [

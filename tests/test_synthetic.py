@@ -1,29 +1,20 @@
-"""The bundled evaluation-set generator (evals/generate.py): determinism, split disjointness, the hub
-schemas, and that the committed files under evals/data equal a fresh regeneration."""
+"""The bundled evaluation-set generator (gqa_eval.synthetic, written out by evals/build_data.py):
+determinism, split disjointness, the hub schemas, and that the committed files under evals/data equal a
+fresh regeneration."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+import gqa_eval.synthetic as gen
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "evals" / "data"
 
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("evals_generate", ROOT / "evals" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 TASKS = gen.TASKS
 N = gen.DEFAULT_N
 

@@ -1,7 +1,7 @@
-"""Summary stage: collect every ``result.json`` under a folder into ``summary.csv``, the pivot and plots.
+"""Report stage: collect every ``result.json`` under a folder into ``summary.csv``, the pivot and plots.
 
 ``summary.csv`` has one row per run (variant x task) with the output contract's columns in a fixed
-order; ``table.csv``/``table.md`` are the paper's Table 1 as a pivot (``gqa_eval.report``);
+order; ``table.csv``/``table.md`` are the paper's Table 1 as a pivot (``gqa_eval.report.table``);
 ``quality_vs_time.png`` and ``time_vs_kv_heads.png`` are its Figs. 3 and 6. Failed runs (an
 ``error.json`` with no ``result.json`` beside it) are listed in ``table.md``, never in the CSV. Jobs
 of a sweep never append to a shared file: each writes its own ``result.json``, and the report is
@@ -24,10 +24,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gqa_eval import report
-from gqa_eval.io import write_atomic  # re-exported: cli and evaluate import it from here
-from gqa_eval.plots import plot_quality_vs_time, plot_time_vs_kv_heads
-from gqa_eval.report import Table
+from gqa_eval.io import write_atomic
+from gqa_eval.report.plots import plot_quality_vs_time, plot_time_vs_kv_heads
+from gqa_eval.report.table import (
+    REFERENCES,
+    Table,
+    metric_column,
+    mixed_settings_line,
+    pivot,
+    to_markdown,
+    to_table_csv,
+    to_text,
+)
 
 COLUMNS = [
     "model", "base", "arch", "n_heads", "kv_heads", "conversion", "task", "split", "n_samples",
@@ -149,12 +157,12 @@ class Report:
     @property
     def warning(self) -> str | None:
         """One line naming the settings in which the runs differ, if they do."""
-        return report.mixed_settings_line(self.table)
+        return mixed_settings_line(self.table)
 
     @property
     def text(self) -> str:
         """The pivot and failed runs, aligned for a terminal."""
-        return report.to_text(self.table, self.failures)
+        return to_text(self.table, self.failures)
 
 
 def write_report(
@@ -186,8 +194,8 @@ def write_report(
     with open(out_dir / ".summary.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows, failures = read_rows(roots, out_dir), read_failures(roots, out_dir)
-        table = report.pivot(rows, reference)
-        column = report.metric_column(table, metric)
+        table = pivot(rows, reference)
+        column = metric_column(table, metric)
         wheres = [os.path.relpath(r, out_dir) for r in roots]
         where = ", ".join("this folder" if w == "." else f"`{w}`" for w in wheres)
         runs = f"{len(rows)} run" + ("" if len(rows) == 1 else "s")
@@ -196,8 +204,8 @@ def write_report(
         )
         outputs = {
             "summary.csv": to_csv(rows),
-            "table.csv": report.to_table_csv(table),
-            "table.md": report.to_markdown(table, failures, source),
+            "table.csv": to_table_csv(table),
+            "table.md": to_markdown(table, failures, source),
             PLOTS[0]: plot_quality_vs_time(table, column),
             PLOTS[1]: plot_time_vs_kv_heads(table, column),
         }
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--reference",
-        choices=report.REFERENCES,
+        choices=REFERENCES,
         default=None,
         help="add published rows (the paper's Table 1)",
     )

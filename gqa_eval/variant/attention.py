@@ -1,4 +1,4 @@
-"""Variant stage, T5 part: grouped-query attention for T5's decoder.
+"""Variant stage: grouped-query attention for T5, in evaluation and in training.
 
 transformers' ``T5Attention`` projects keys and values with ``view(..., -1, d_kv)``, so once its ``k`` and
 ``v`` projections are narrowed to ``kv_heads * d_kv`` outputs the keys, values and the KV cache hold
@@ -19,9 +19,15 @@ kept. SDPA gets only what it must, in the broadcast shapes transformers passes: 
 per query head and batch-free, ``(1, H, T, S)`` -> ``(1, G, r*T, S)``; a padding mask stays ``(B, 1, 1, S)``
 at decode; cross-attention's bias, all zeros in T5, is dropped, so unpadded cross-attention runs with
 ``attn_mask=None``. Only a bias and a padding mask in one layer are summed to ``(B, G, r*T, S)``.
+
+The trainer (``gqa_eval.training``) runs T5 through ``gqa_t5_train``: the same folding, bias and masks,
+every layer (MHA included) computed by a matmul kernel whose scores stay in the bfloat16 autocast dtype
+(:func:`_matmul_attention`), where SDPA would fall back to a float32 mask per layer.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +35,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-ATTN_IMPLEMENTATION = "gqa_t5"
+ATTN_IMPLEMENTATION = "gqa_t5"  # evaluation: SDPA kernels
+TRAINING_ATTN_IMPLEMENTATION = "gqa_t5_train"  # the trainer: scores in the autocast dtype
 
 
 def _as_additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -58,6 +65,33 @@ def _fold_heads(bias: torch.Tensor, g: int, r: int, t: int) -> torch.Tensor:
     return bias.reshape(nb, g, r * t, s)  # (B', H, T, S) -> (B', G, r*T, S); a view when H/T strides allow
 
 
+def _matmul_attention(
+    q: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    masks: list[torch.Tensor],
+    scaling: float,
+    dropout: float,
+) -> torch.Tensor:
+    """Attention of folded queries ``(B, G, r*T, D)`` with the scores kept in the inputs' dtype.
+
+    T5's relative position bias is learned, so SDPA cannot use its fused kernels and falls back to a
+    float32 mask per layer; under bfloat16 autocast this keeps the scores in bfloat16, which halves a
+    long-document training step on CPU. Masks (already folded) are applied in order: a float one added,
+    a boolean keep-mask filled with the dtype's minimum.
+    """
+    scores = torch.matmul(q, key.transpose(-1, -2))  # (B, G, r*T, S)
+    if scaling != 1.0:
+        scores = scores * scaling
+    for m in masks:
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + m.to(scores.dtype)
+    probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
+    return torch.matmul(probs, value)  # (B, G, r*T, D)
+
+
 def grouped_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -66,6 +100,7 @@ def grouped_attention(
     scaling: float,
     dropout: float = 0.0,
     mask: torch.Tensor | None = None,
+    kernel: str = "sdpa",
 ) -> torch.Tensor:
     """Attention of H query heads over G = H / r key/value heads without repeating K/V.
 
@@ -83,6 +118,8 @@ def grouped_attention(
         dropout: attention dropout probability (training only).
         mask: a second additive (or boolean keep-) mask broadcastable to ``(B, H, T, S)``, e.g. padding
             ``(B, 1, 1, S)``, or None.
+        kernel: ``sdpa`` (evaluation: torch's fused attention) or ``matmul`` (training on CPU, see
+            :func:`_matmul_attention`).
 
     Returns:
         ``(B, T, H, D)``, the layout transformers' attention functions return.
@@ -93,6 +130,10 @@ def grouped_attention(
         raise ValueError(f"{h} query heads cannot share {g} key/value heads: {g} must divide {h}")
     r = h // g
     q = query.reshape(b, g, r * t, d)  # (B, H, T, D) -> (B, G, r*T, D); head h = g*r + j, row j*T + t
+    if kernel == "matmul":
+        masks = [_fold_heads(m, g, r, t) for m in (bias, mask) if m is not None]
+        out = _matmul_attention(q, key, value, masks, scaling, dropout)
+        return out.reshape(b, h, t, d).transpose(1, 2)
     parts = [_fold_heads(_as_additive(m, query.dtype), g, r, t) for m in (bias, mask) if m is not None]
     attn_mask = None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask, dropout_p=dropout, scale=scaling)
@@ -119,10 +160,16 @@ def gqa_t5_attention_forward(
     dropout: float = 0.0,
     scaling: float | None = None,
     position_bias: torch.Tensor | None = None,
+    kernel: str = "sdpa",
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """``AttentionInterface`` entry for T5 attention layers with G <= H key/value heads."""
-    if query.shape[1] == key.shape[1]:
+    """``AttentionInterface`` entry for T5 attention layers with G <= H key/value heads.
+
+    ``kernel="sdpa"`` (``gqa_t5``, evaluation) runs H == G through transformers' own SDPA function;
+    ``kernel="matmul"`` (``gqa_t5_train``, the trainer's) runs every layer, the encoder's too, through
+    :func:`_matmul_attention`.
+    """
+    if kernel == "sdpa" and query.shape[1] == key.shape[1]:
         return sdpa_attention_forward(
             module,
             query,
@@ -143,16 +190,21 @@ def gqa_t5_attention_forward(
         # it goes into the (1, H, T, S) bias rather than a per-example mask.
         keep = torch.ones(t, s, dtype=torch.bool, device=query.device).tril(diagonal=s - t)[None, None]
         min_value = torch.finfo(query.dtype).min
-        if position_bias is None:
+        if kernel == "matmul":
+            attention_mask = keep  # filled after the bias is added, in the scores' (autocast) dtype
+        elif position_bias is None:
             position_bias = _as_additive(keep, query.dtype)  # (1, 1, T, S)
         else:
             position_bias = torch.where(keep, position_bias, min_value)  # (1, H, T, S)
     out = grouped_attention(
-        query, key, value, position_bias, 1.0 if scaling is None else scaling, dropout, mask=attention_mask
-    )
+        query, key, value, position_bias, 1.0 if scaling is None else scaling, dropout, mask=attention_mask,
+        kernel=kernel,
+    )  # fmt: skip
     return out, None
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, gqa_t5_attention_forward)
+AttentionInterface.register(TRAINING_ATTN_IMPLEMENTATION, partial(gqa_t5_attention_forward, kernel="matmul"))
 # The masks are SDPA's (boolean, or None where SDPA's own causal flag suffices), so H == G is unchanged.
-AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+for _name in (ATTN_IMPLEMENTATION, TRAINING_ATTN_IMPLEMENTATION):
+    AttentionMaskInterface.register(_name, sdpa_mask)

@@ -1,4 +1,4 @@
-"""Summary stage, plots: the paper's Fig. 3 (quality vs time per sample) and Fig. 6 (time and KV-cache
+"""Report stage, plots: the paper's Fig. 3 (quality vs time per sample) and Fig. 6 (time and KV-cache
 bytes vs number of K/V heads), drawn on bare matplotlib Figures (the Agg renderer: no display needed).
 
 Both read the table's rows as they are: a point is one row of ``table.md``, with its numbers, labelled as
@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 
-from gqa_eval.report import PUBLISHED, Column, Table, Variant, settings_text
+from gqa_eval.report.table import PUBLISHED, Column, Table, Variant, settings_text
 
 
 def _png(fig) -> bytes:

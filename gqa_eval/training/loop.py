@@ -1,10 +1,10 @@
 """Training stage: train a small MHA checkpoint on the synthetic mixture, or continue any checkpoint.
 
-``train(cfg)`` (``conf/train.yaml``, console script ``gqa-eval-train``) either builds a model from scratch
+``train(cfg)`` (``conf/training.yaml``, console script ``gqa-eval-train``) either builds a model from scratch
 (``train=tiny_t5`` or ``train=tiny_llama``: architecture, tokenizer trained locally on the training
 inputs, recipe) or continues ``init_from``, a saved checkpoint, optionally converted first to ``kv_heads``
 key/value heads. Continuing a converted checkpoint for a fraction of the original steps is the paper's
-uptraining (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1). Data comes from ``gqa_eval.train_data``.
+uptraining (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1). Data comes from ``gqa_eval.training.data``.
 
 Everything lands in ``out_dir``: the model and tokenizer (``save_pretrained``; safetensors), the resolved
 ``train_config.yaml``, and ``train_log.jsonl`` (loss every ``log_every`` steps, validation scores every
@@ -30,14 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from gqa_eval import metrics
-from gqa_eval.convert import attention_heads, convert_to_gqa
-from gqa_eval.generate import generate
-from gqa_eval.io import readable_weights
-from gqa_eval.models import load_checkpoint, model_class, resolve_device
+from gqa_eval.generation import generate
+from gqa_eval.io import readable_weights, replace_dir
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
-from gqa_eval.train_data import (
+from gqa_eval.training.data import (
     BatchStream,
     collate,
     encode_pairs,
@@ -46,7 +44,10 @@ from gqa_eval.train_data import (
     train_tokenizer,
     training_examples,
 )
-from gqa_eval.train_model import build_model, lean_attention, pooled_kv, pooling_for_step
+from gqa_eval.training.model import build_model, lean_attention, pooled_kv, pooling_for_step
+from gqa_eval.variant import family_of
+from gqa_eval.variant.checkpoints import load_checkpoint, model_class, resolve_device
+from gqa_eval.variant.conversion import convert_to_gqa
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -106,7 +107,7 @@ def portable(path: str | Path) -> str:
     return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(path)
 
 
-def fingerprint(cfg: DictConfig) -> str:
+def settings_digest(cfg: DictConfig) -> str:
     """A digest of the settings a resumed run must share with the interrupted one."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     picked = {k: v for k, v in settings.items() if k not in RUN_CONTROL_KEYS}
@@ -114,24 +115,21 @@ def fingerprint(cfg: DictConfig) -> str:
 
 
 def save_resume(directory: Path, model, tokenizer, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Write ``directory`` (model, tokenizer, trainer state) via a temporary sibling, then swap it in."""
-    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    readable_weights(tmp)
-    tokenizer.save_pretrained(tmp)
-    full = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    torch.save({**full, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write ``directory`` (model, tokenizer, trainer state) whole (:func:`gqa_eval.io.replace_dir`)."""
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        readable_weights(tmp)
+        tokenizer.save_pretrained(tmp)
+        full = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        torch.save({**full, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
+
+    replace_dir(directory, fill)
 
 
 def find_resume(out_dir: Path) -> Path | None:
     """The latest complete resume directory in ``out_dir``, if any (``resume.old`` survives a crash
-    between the two renames of ``save_resume``)."""
+    between the two renames of ``replace_dir``)."""
     for name in ("resume", "resume.old"):
         if (out_dir / name / STATE_FILE).is_file():
             return out_dir / name
@@ -200,7 +198,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     state = torch.load(resume / STATE_FILE, weights_only=True) if resume else None
-    if state is not None and state["fingerprint"] != fingerprint(cfg):
+    if state is not None and state["fingerprint"] != settings_digest(cfg):
         raise ValueError(
             f"{resume} was written by a run with other settings (other than {', '.join(RUN_CONTROL_KEYS)}); "
             "rerun with the same settings to resume, or choose another out_dir"
@@ -252,10 +250,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg), encoding="utf-8")
     log = JsonlLog(out_dir / LOG_FILE, step if state is not None else None)
     if state is None:
-        n_heads, kv_heads = attention_heads(model)
+        family = family_of(model)
         log.write({
-            "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": n_heads,
-            "kv_heads": kv_heads, "examples": {n: len(e) for n, e in examples.items()},
+            "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": family.n_heads,
+            "kv_heads": family.kv_heads, "examples": {n: len(e) for n, e in examples.items()},
             "torch_threads": torch.get_num_threads(),
         })  # fmt: skip
 
@@ -271,7 +269,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, float] = {}
     if state is None and cfg.init_from is not None and cfg.eval_every:
         scores = run_eval(0)  # the starting point of an uptraining run (e.g. the converted model)
-    _, kv_heads = attention_heads(model)
+    kv_heads = family_of(model).kv_heads
     stream = BatchStream(lengths, cfg.batch_tokens, cfg.seed, start=step)
     loss_sum, tokens, last_loss = 0.0, 0, None
     window_start, started = time.perf_counter(), time.perf_counter() - elapsed
@@ -313,7 +311,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             resume_state = {
                 "step": step,
                 "elapsed_s": time.perf_counter() - started,
-                "fingerprint": fingerprint(cfg),
+                "fingerprint": settings_digest(cfg),
             }
             save_resume(out_dir / "resume", model, tokenizer, optimizer, scheduler, resume_state)
     bar.close()
@@ -327,6 +325,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="training")
 def main(cfg: DictConfig) -> None:
     train(cfg)

@@ -1,4 +1,4 @@
-"""Summary stage, Hydra side: rebuild the report in the sweep directory when a multirun ends.
+"""Report stage, Hydra side: rebuild the report in the sweep directory when a multirun ends.
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Each successful job already refreshes
 the report itself (``evaluate`` calls ``write_summary``); this callback writes the final one at the end
@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gqa_eval.summary import find_failures, find_results, report_root, write_report
+from gqa_eval.report.summary import find_failures, find_results, report_root, write_report
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Summary stage, the readable part: the paper's Table 1 as a pivot of summary rows, and its text forms.
+"""Report stage, the readable part: the paper's Table 1 as a pivot of summary rows, and its text forms.
 
 ``pivot(rows)`` turns the long-format summary rows (one per run) into one row per variant (base, model,
 kv_heads, conversion) and settings (``SETTINGS``: runs that differ in one are tagged and kept apart): T_infer,

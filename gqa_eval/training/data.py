@@ -1,6 +1,6 @@
-"""Training-data stage: the synthetic training mixture, read and tokenized exactly as evaluation reads it.
+"""Training stage, data side: the synthetic training mixture, read and tokenized as evaluation reads it.
 
-Training examples come from the project's own generator (``evals/generate.py``, split ``train``: its
+Training examples come from the project's own generator (``gqa_eval.synthetic``, split ``train``: its
 hash buckets are disjoint from the bundled validation and test sets by construction). They are written
 to disk in each hub dataset's schema and read back through ``gqa_eval.tasks`` (``load_examples`` and
 ``encode``) with the very task configs the evaluation uses, so a training input is built by the same
@@ -11,10 +11,8 @@ model inputs and targets.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,26 +22,15 @@ from typing import Any
 
 import torch
 
-from gqa_eval.paths import PROJECT_ROOT
+import gqa_eval.synthetic
 from gqa_eval.tasks import Example, encode, load_examples
 
-GENERATOR = PROJECT_ROOT / "evals" / "generate.py"
 SPECIALS = ["<pad>", "</s>", "<unk>"]  # T5's ids: <pad> = 0 (also T5's decoder start), </s> = 1, <unk> = 2
 
 
 def generator() -> ModuleType:
-    """The bundled data generator, ``evals/generate.py`` (not part of the installed package)."""
-    if "gqa_eval_generator" in sys.modules:
-        return sys.modules["gqa_eval_generator"]
-    if not GENERATOR.is_file():
-        raise FileNotFoundError(
-            f"the training-data generator {GENERATOR} is missing; training needs a source checkout"
-        )
-    spec = importlib.util.spec_from_file_location("gqa_eval_generator", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The synthetic data generator, :mod:`gqa_eval.synthetic` (its tasks, ``generate``, ``write_split``)."""
+    return gqa_eval.synthetic
 
 
 def training_examples(

@@ -1,0 +1,168 @@
+"""Variant stage: build the variant a run evaluates, and the ``gqa-eval-convert`` command.
+
+:func:`convert_to_gqa` converts a multi-head checkpoint to grouped-query attention with G key/value heads
+(Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1), GQA-1 being multi-query attention and GQA-H MHA, by
+the methods of :mod:`gqa_eval.variant.pooling`, on the attention its :class:`Family` names. Conversion
+happens in place: only the pooled K/V projections are new tensors, so a real-size model is never held
+twice. :func:`make_variant` loads a run's base checkpoint and converts it as ``cfg.model`` says;
+:func:`convert_checkpoint` writes a converted checkpoint that :func:`load_checkpoint` reloads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gqa_eval import __version__
+from gqa_eval.io import readable_weights
+from gqa_eval.variant.checkpoints import checkpoint_files_digest, load_checkpoint
+from gqa_eval.variant.family import family_of
+from gqa_eval.variant.pooling import check_kv_heads, check_method, narrowed
+
+
+def convert_to_gqa(model: nn.Module, kv_heads: int, method: str = "mean", seed: int = 0) -> nn.Module:
+    """Convert ``model`` in place to ``kv_heads`` key/value heads and return it.
+
+    Args:
+        model: a ``T5ForConditionalGeneration`` or a Llama/Mistral/Qwen2/Qwen3 causal LM; may already be
+            grouped, as long as ``kv_heads`` divides its current key/value heads.
+        kv_heads: G, the number of key/value heads after conversion (1 = MQA).
+        method: ``mean`` (the paper's), ``first`` or ``random``.
+        seed: seed of ``random`` initialisation.
+
+    Returns:
+        The same model object, with narrowed K/V projections and its config recording ``kv_heads`` and
+        the conversion (``config.gqa_conversion``), so it saves and reloads as a GQA checkpoint.
+
+    Raises:
+        ValueError: unsupported architecture, unknown method, or ``kv_heads`` that is not a divisor of
+            the current key/value heads.
+    """
+    family = family_of(model)
+    check_method(method)
+    current = family.kv_heads
+    check_kv_heads(family.n_heads, current, kv_heads)
+    gen = torch.Generator().manual_seed(seed)
+    if kv_heads != current:
+        dim, std = family.head_dim, family.init_std
+        for attn in family.attentions():
+            for name in (family.k_name, family.v_name):
+                setattr(attn, name, narrowed(getattr(attn, name), kv_heads, dim, method, gen, std))
+    family.set_kv_heads(kv_heads)
+    config = model.config
+    history = list(getattr(config, "gqa_conversion", None) or [])
+    history.append({"from_kv_heads": current, "kv_heads": kv_heads, "method": method, "seed": seed})
+    config.gqa_conversion = history
+    return model
+
+
+def conversion_method(model: nn.Module) -> str | None:
+    """How the model's K/V heads were last pooled (from ``config.gqa_conversion``), None if never."""
+    history = getattr(model.config, "gqa_conversion", None) or []
+    return history[-1]["method"] if history else None
+
+
+def refuse_nonempty(out: str | Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` if ``out`` holds files and ``overwrite`` is false (nothing is touched)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; choose another out= or set overwrite=true")
+
+
+def save_converted(
+    model: nn.Module, tokenizer, out: str | Path, overwrite: bool = False, **provenance
+) -> Path:
+    """Save a converted model as a checkpoint ``load_checkpoint`` reloads: safetensors weights, a config
+    recording ``num_key_value_heads`` and ``gqa_conversion``, the tokenizer, and ``gqa_conversion.json``
+    (where it came from and how it was made).
+
+    Raises:
+        FileExistsError: ``out`` holds files and ``overwrite`` is false (nothing is touched then).
+    """
+    out = Path(out)
+    refuse_nonempty(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    readable_weights(out)
+    tokenizer.save_pretrained(out)
+    family = family_of(model)
+    record = {
+        "arch": family.name,
+        "n_heads": family.n_heads,
+        "kv_heads": family.kv_heads,
+        "history": getattr(model.config, "gqa_conversion", []),
+        **provenance,
+    }
+    (out / "gqa_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _load_options(base: DictConfig) -> dict:
+    """The ``load_checkpoint`` options a base config sets."""
+    return {
+        "revision": base.get("revision"),
+        "allow_pickle": base.get("allow_pickle", False),
+        "trust_remote_code": base.get("trust_remote_code", False),
+    }
+
+
+def make_variant(cfg: DictConfig):
+    """Load the base checkpoint (or a saved converted one) and convert it as the model config says.
+
+    Returns:
+        ``(model, tokenizer, provenance)``: provenance records what was loaded and how it was converted.
+    """
+    base, variant = cfg.base, cfg.model
+    source = variant.get("checkpoint") or base.path
+    model, tokenizer = load_checkpoint(source, dtype=cfg.dtype, device=cfg.device, **_load_options(base))
+    loaded_kv_heads = family_of(model).kv_heads
+    kv_heads = variant.get("kv_heads")
+    if kv_heads is not None:  # G equal to the loaded heads pools nothing but is validated all the same
+        convert_to_gqa(model, int(kv_heads), method=variant.conversion, seed=cfg.seed)
+    provenance = {
+        "source": str(source),
+        "revision": base.get("revision"),
+        # the commit a hub id resolved to (transformers records it on the config); None for local dirs
+        "resolved_revision": getattr(model.config, "_commit_hash", None),
+        "weights": checkpoint_files_digest(source),
+        "loaded_kv_heads": loaded_kv_heads,
+        "conversion": OmegaConf.to_container(variant, resolve=True),
+    }
+    return model, tokenizer, provenance
+
+
+def convert_checkpoint(cfg: DictConfig) -> Path:
+    """``gqa-eval-convert``: load ``cfg.base``, convert it to ``cfg.kv_heads`` and save it to ``cfg.out``.
+
+    ``kv_heads`` and ``out`` are checked before the checkpoint is loaded: unset, or of the wrong kind,
+    they are refused in one line that names the key and what to set.
+    """
+    required = {
+        "kv_heads": "the number of key/value heads after conversion (1 = MQA): set kv_heads=N",
+        "out": "the directory to write the converted checkpoint to: set out=DIR",
+    }
+    missing = [key for key in required if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
+            + "; ".join(required[key] for key in missing)
+        )
+    if isinstance(cfg.kv_heads, bool) or not isinstance(cfg.kv_heads, int) or cfg.kv_heads < 1:
+        raise ValueError(
+            f"kv_heads must be a whole number >= 1 (key/value heads after conversion, 1 = MQA), "
+            f"got kv_heads={cfg.kv_heads!r}"
+        )
+    refuse_nonempty(cfg.out, cfg.overwrite)  # before the (possibly long) load
+    base = cfg.base
+    model, tokenizer = load_checkpoint(base.path, dtype=cfg.dtype, device="cpu", **_load_options(base))
+    convert_to_gqa(model, cfg.kv_heads, method=cfg.conversion, seed=cfg.seed)
+    save_converted(
+        model, tokenizer, cfg.out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
+        revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,
+    )  # fmt: skip
+    print(f"wrote {cfg.out}: {base.name} with kv_heads={cfg.kv_heads} ({cfg.conversion})")
+    return Path(cfg.out)

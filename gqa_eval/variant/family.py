@@ -1,0 +1,124 @@
+"""Variant stage: what every stage needs to know about a model's family, asked once and handed on.
+
+A :class:`Family` wraps one loaded model and answers, from its config and modules, the questions the
+conversion, the run stage, the roofline and the trainer would otherwise each ask again: how many query
+and key/value heads the converted attention has, how wide a head is, which attention modules conversion
+narrows and under which attribute names their K and V projections sit, which modules a decode step
+reads, and how the KV cache is laid out. One subclass per family shape (``t5.py``, ``decoder.py``);
+a new family is a new subclass registered with :func:`register`.
+
+Values are read from the model when asked, so a family made before a conversion answers for the
+converted model afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+FAMILIES: dict[str, type[Family]] = {}  # model_type -> Family subclass
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: make ``cls`` the family of each of its ``model_types``."""
+    for model_type in cls.model_types:
+        FAMILIES[model_type] = cls
+    return cls
+
+
+class Family:
+    """The shape of one model family as the other stages need it (override in subclasses)."""
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    encoder_decoder: ClassVar[bool] = False
+    k_name: ClassVar[str] = "k_proj"  # attribute names of an attention module's K and V projections
+    v_name: ClassVar[str] = "v_proj"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+
+    @property
+    def name(self) -> str:
+        """The family name recorded in results (the config's ``model_type``)."""
+        return self.config.model_type
+
+    @property
+    def n_heads(self) -> int:
+        """Query heads of the attention conversion acts on."""
+        raise NotImplementedError
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads of that attention now."""
+        raise NotImplementedError
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        raise NotImplementedError
+
+    @property
+    def cache_layers(self) -> int:
+        """Layers that keep a KV cache while decoding."""
+        raise NotImplementedError
+
+    @property
+    def init_std(self) -> float:
+        """Standard deviation of a freshly initialised K/V projection (conversion method ``random``)."""
+        raise NotImplementedError
+
+    def attentions(self) -> Iterator[nn.Module]:
+        """The attention modules conversion narrows."""
+        raise NotImplementedError
+
+    def kv_projections(self) -> list[nn.Linear]:
+        """Their K and V projections, in order (K then V per module)."""
+        return [getattr(a, name) for a in self.attentions() for name in (self.k_name, self.v_name)]
+
+    def set_kv_heads(self, kv_heads: int) -> None:
+        """Record ``kv_heads`` on the config and modules once the projections are narrowed."""
+        raise NotImplementedError
+
+    def decode_modules(self) -> list[nn.Module]:
+        """The modules a decode step runs (its embedding lookup reads only B rows and is left out)."""
+        raise NotImplementedError
+
+    def prefill_only_modules(self) -> list[nn.Module]:
+        """Decoder modules that run once per batch, at prefill, and not at each decode step."""
+        return []
+
+    def cache_contexts(self, self_positions: float, source_positions: int) -> list[float]:
+        """Positions each cache of a decoder layer holds at a decode step (self-attention first)."""
+        return [self_positions]
+
+    def kv_cache_bytes(self, dtype: torch.dtype) -> dict[str, int]:
+        """KV-cache bytes per token from the geometry: layers x 2 (K and V) x kv_heads x head_dim x bytes."""
+        per_layer = 2 * self.kv_heads * self.head_dim * torch.finfo(dtype).bits // 8
+        return {"kv_cache_bytes_per_token": self.cache_layers * per_layer}
+
+
+def supported() -> tuple[str, ...]:
+    """The ``model_type`` names gqa-eval converts, encoder-decoder families first."""
+    return tuple(sorted(FAMILIES, key=lambda name: not FAMILIES[name].encoder_decoder))
+
+
+def family_of(model: nn.Module | Family) -> Family:
+    """The :class:`Family` of ``model`` (a family is returned as it is).
+
+    Raises:
+        ValueError: the model's family is not one gqa-eval converts.
+    """
+    if isinstance(model, Family):
+        return model
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in FAMILIES:
+        return FAMILIES[model_type](model)
+    raise ValueError(
+        f"unsupported architecture {model_type or type(model).__name__!r}: gqa-eval converts "
+        f"{', '.join(supported())} checkpoints (T5ForConditionalGeneration, or decoder-only models whose "
+        "config has num_key_value_heads)"
+    )

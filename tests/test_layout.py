@@ -1,0 +1,100 @@
+"""The package's layout as its users and the other stages meet it: the public import paths that scripts
+use keep working, every console script resolves, and one ``Family`` per model answers the questions the
+conversion, the run stage, the roofline and the trainer ask (heads, K/V heads, head width, converted
+modules, cache layout), read live from the model so a conversion shows at once."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+
+import pytest
+import torch
+from conftest import make_decoder, make_t5
+from torch import nn
+
+import gqa_eval.convert
+import gqa_eval.metrics
+import gqa_eval.models
+from gqa_eval import roofline
+from gqa_eval.paths import PROJECT_ROOT
+from gqa_eval.variant import Family, family_of
+from gqa_eval.variant.checkpoints import load_checkpoint
+from gqa_eval.variant.conversion import convert_to_gqa
+from gqa_eval.variant.decoder import DecoderFamily
+from gqa_eval.variant.t5 import T5Family
+
+
+def test_public_entry_points_are_the_moved_code():
+    assert gqa_eval.convert.convert_to_gqa is convert_to_gqa
+    assert gqa_eval.models.load_checkpoint is load_checkpoint
+    assert callable(gqa_eval.metrics.score)
+    model = make_t5(n_heads=8)
+    assert gqa_eval.convert.attention_heads(gqa_eval.convert.convert_to_gqa(model, 2)) == (8, 2)
+    assert gqa_eval.convert.head_dim(model) == 4 and gqa_eval.convert.architecture(model) == "t5"
+    scores = gqa_eval.metrics.score(["rouge1"], ["the cat sat"], [["the cat sat"]])
+    assert scores["rouge1"] == pytest.approx(100.0)
+
+
+def test_every_console_script_resolves():
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"gqa-eval", "gqa-eval-summary", "gqa-eval-train", "gqa-eval-convert"}
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), name
+
+
+@pytest.mark.parametrize(
+    "make, cls, geometry",
+    [
+        (lambda: make_t5(n_heads=8), T5Family, (8, 8, 4, 2)),
+        (lambda: make_decoder("llama", 8, 8), DecoderFamily, (8, 8, 4, 2)),
+        (lambda: make_decoder("mistral", 4, 2), DecoderFamily, (4, 2, 8, 2)),
+        (lambda: make_decoder("qwen2", 8, 4), DecoderFamily, (8, 4, 4, 2)),
+    ],
+)
+def test_family_answers_from_the_model_and_follows_conversion(make, cls, geometry):
+    model = make()
+    family = family_of(model)
+    assert type(family) is cls and family_of(family) is family
+    assert (family.n_heads, family.kv_heads, family.head_dim, family.cache_layers) == geometry
+    projections = family.kv_projections()
+    assert len(projections) == 2 * (2 if cls is T5Family else 1) * family.cache_layers  # T5: self + cross
+    assert all(p.out_features == family.kv_heads * family.head_dim for p in projections)
+    convert_to_gqa(model, 1)
+    assert family.kv_heads == 1  # the same object, asked after conversion
+    assert all(p.out_features == family.head_dim for p in family.kv_projections())
+    assert family.kv_projections()[0] is not projections[0]  # narrowed: new modules in their places
+    bytes_per_token = family.kv_cache_bytes(torch.float32)["kv_cache_bytes_per_token"]
+    assert bytes_per_token == family.cache_layers * 2 * 1 * family.head_dim * 4
+
+
+def test_only_t5_has_prefill_only_modules_and_a_cross_cache():
+    t5, llama = family_of(make_t5()), family_of(make_decoder())
+    assert [m for m in t5.prefill_only_modules()] == [
+        proj for block in t5.model.decoder.block for proj in (block.layer[1].EncDecAttention.k,
+                                                               block.layer[1].EncDecAttention.v)
+    ]  # fmt: skip
+    assert llama.prefill_only_modules() == []
+    assert t5.cache_contexts(5, 40) == [5, 40] and llama.cache_contexts(5, 40) == [5]
+    assert set(t5.kv_cache_bytes(torch.bfloat16)) == {
+        "kv_cache_bytes_per_token", "cross_kv_cache_bytes_per_source_token"
+    }  # fmt: skip
+    assert set(llama.kv_cache_bytes(torch.bfloat16)) == {"kv_cache_bytes_per_token"}
+
+
+def test_roofline_takes_a_model_or_its_family_alike():
+    model = make_decoder("llama", 8, 2)
+    family = family_of(model)
+    assert roofline.decode_params(model) == roofline.decode_params(family)
+    assert roofline.kv_cache_bytes(model) == roofline.kv_cache_bytes(family)
+    assert roofline.decode_step_cost(model, 4, 30.0) == roofline.decode_step_cost(family, 4, 30.0)
+
+
+def test_unsupported_family_names_what_is_supported():
+    class Other(nn.Module):
+        config = type("Config", (), {"model_type": "gpt2"})()
+
+    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2': gqa-eval converts t5, llama"):
+        family_of(Other())
+    assert not isinstance(Other(), Family)
