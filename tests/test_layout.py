@@ -6,6 +6,7 @@ modules, cache layout), read live from the model so a conversion shows at once."
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 
 import pytest
@@ -98,3 +99,49 @@ def test_unsupported_family_names_what_is_supported():
     with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2': gqa-eval converts t5, llama"):
         family_of(Other())
     assert not isinstance(Other(), Family)
+
+
+def _table_paths(readme: str) -> tuple[set[str], set[str]]:
+    """(modules, folders) the README's stage-to-module table ("How it works") names. A cell's
+    ``gqa_eval/x/`` names a folder, ``gqa_eval/x.py`` a module, a bare ``y.py`` a module in the folder
+    named last in the cell, and a dotted ``gqa_eval.x.y`` public path the module ``gqa_eval/x/y.py``."""
+    section = readme.split("\n## How it works", 1)[1].split("\n## ", 1)[0]
+    modules, folders = set(), set()
+    for line in section.splitlines():
+        if not line.startswith("|") or line.startswith("| ---"):
+            continue
+        folder = "gqa_eval/"
+        for token in re.findall(r"`([^`]+)`", line.split("|")[2]):
+            if token.startswith("gqa_eval/") and token.endswith("/"):
+                folder = token
+                folders.add(token.rstrip("/"))
+            elif token.startswith("gqa_eval/") and token.endswith(".py"):
+                folder = token.rsplit("/", 1)[0] + "/"
+                modules.add(token)
+            elif re.fullmatch(r"\w+\.py", token):
+                modules.add(folder + token)
+            elif re.fullmatch(r"gqa_eval(\.\w+)+", token):
+                parts = token.split(".")
+                while parts and not (PROJECT_ROOT / ("/".join(parts) + ".py")).is_file():
+                    parts.pop()  # gqa_eval.models.load_checkpoint -> gqa_eval/models.py
+                if parts:
+                    modules.add("/".join(parts) + ".py")
+    return modules, folders
+
+
+def test_readme_stage_table_matches_the_tree():
+    modules, folders = _table_paths((PROJECT_ROOT / "README.md").read_text(encoding="utf-8"))
+    tree = {
+        str(p.relative_to(PROJECT_ROOT))
+        for p in (PROJECT_ROOT / "gqa_eval").rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    # a folder named without modules (gqa_eval/synthetic/) stands for all of them; one whose modules are
+    # named must name each
+    whole = {f for f in folders if not any(m.startswith(f + "/") for m in modules)}
+    missing = sorted(m for m in tree if m not in modules and m.rsplit("/", 1)[0] not in whole)
+    assert not missing, f"modules the README's stage table does not name: {missing}"
+    gone = sorted(m for m in modules if m not in tree) + sorted(
+        f for f in folders if not (PROJECT_ROOT / f / "__init__.py").is_file()
+    )
+    assert not gone, f"the README's stage table names what is not in the tree: {gone}"
