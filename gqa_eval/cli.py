@@ -103,6 +103,21 @@ REQUIRED = {
 }
 
 
+# Config keys that were renamed: the old name on the command line is refused with the new one.
+RENAMED = {"method": "conversion"}  # gqa-eval-convert: named as model.conversion is
+
+
+def renamed_key_line(text: str) -> str | None:
+    """For Hydra's "Could not override 'KEY'" about a renamed key, one line naming the new key."""
+    match = re.search(r"Could not override '([\w.]+)'", text)
+    if match and match.group(1) in RENAMED:
+        old = match.group(1)
+        return (
+            f"{old}= was renamed {RENAMED[old]}= (as model.{RENAMED[old]} is named); set {RENAMED[old]}=..."
+        )
+    return None
+
+
 class RunDirError(FileExistsError):
     """The run directory holds another run, or a finished one; nothing was written to it."""
 
@@ -342,7 +357,11 @@ def _run_app(app: Callable[[], Any], prog: str) -> None:
             raise
         cause = err.__cause__
         detail = f" ({error_line(cause)})" if isinstance(cause, OmegaConfBaseException) else ""
-        sys.exit(f"{prog}: error: {err}{detail}")
+        text = str(err)
+        if text.startswith("Could not override"):  # Hydra's two lines -> one; a renamed key names the new
+            renamed = renamed_key_line(text)
+            text, detail = (renamed, "") if renamed else (" ".join(text.splitlines()), detail)
+        sys.exit(f"{prog}: error: {text}{detail}")
     except OSError as err:  # Hydra could not create the run or sweep directory
         if user_setting == "1" or _raised_in_task(err):
             raise

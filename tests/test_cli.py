@@ -158,6 +158,16 @@ def test_config_errors_are_one_line(app, tmp_path, overrides, message):
     assert not list(tmp_path.rglob("result.json"))
 
 
+@pytest.mark.parametrize("override", ["method=first", "+method=first"])
+def test_convert_names_the_renamed_conversion_key(app, tmp_path, override):
+    code, _ = app("kv_heads=2", f"out={tmp_path / 'gqa2'}", override, entry=cli.convert_main)
+    assert code == (
+        "gqa-eval-convert: error: method= was renamed conversion= (as model.conversion is named); "
+        "set conversion=..."
+    )
+    assert not (tmp_path / "gqa2").exists()
+
+
 def test_convert_checks_kv_heads_and_out_before_loading(app, tmp_path, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("the checkpoint was loaded before the config was checked")

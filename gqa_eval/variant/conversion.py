@@ -145,6 +145,8 @@ def convert_checkpoint(cfg: DictConfig) -> Path:
         "kv_heads": "the number of key/value heads after conversion (1 = MQA): set kv_heads=N",
         "out": "the directory to write the converted checkpoint to: set out=DIR",
     }
+    if "method" in cfg:  # +method=... would otherwise be ignored: the key is conversion now
+        raise ValueError("method= was renamed conversion= (as model.conversion is named); set conversion=...")
     missing = [key for key in required if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")]
     if missing:
         raise ValueError(
