@@ -222,7 +222,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         }
     model, tokenizer = _initial_model(cfg, examples, tasks, resume)
     model.to(device).train()
-    decoder_only = not model.config.is_encoder_decoder
+    family = family_of(model)
+    decoder_only = not family.encoder_decoder
     pairs = [
         p
         for name, task in tasks.items()
@@ -250,7 +251,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg), encoding="utf-8")
     log = JsonlLog(out_dir / LOG_FILE, step if state is not None else None)
     if state is None:
-        family = family_of(model)
         log.write({
             "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": family.n_heads,
             "kv_heads": family.kv_heads, "examples": {n: len(e) for n, e in examples.items()},
@@ -269,7 +269,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, float] = {}
     if state is None and cfg.init_from is not None and cfg.eval_every:
         scores = run_eval(0)  # the starting point of an uptraining run (e.g. the converted model)
-    kv_heads = family_of(model).kv_heads
+    kv_heads = family.kv_heads
     stream = BatchStream(lengths, cfg.batch_tokens, cfg.seed, start=step)
     loss_sum, tokens, last_loss = 0.0, 0, None
     window_start, started = time.perf_counter(), time.perf_counter() - elapsed
