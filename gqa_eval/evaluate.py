@@ -18,18 +18,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gqa_eval import __version__, metrics, roofline
+from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchStats, check_settings
+from gqa_eval.decode_path import from_config as decode_path_of
 from gqa_eval.generation import generate
 from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
 from gqa_eval.report.summary import report_root, write_summary
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
-from gqa_eval.tasks import encode, load_examples
+from gqa_eval.tasks import encode, load_examples, parse_shard, shard_dir_tag, shard_positions, shard_text
 from gqa_eval.timing import PeakMemory, Timer
 from gqa_eval.variant import family_of
 from gqa_eval.variant.checkpoints import resolve_device
 from gqa_eval.variant.conversion import conversion_method, make_variant
 
 log = logging.getLogger("gqa_eval")
+if not OmegaConf.has_resolver("gqa_eval.shard_tag"):  # conf/config.yaml's run directory names
+    OmegaConf.register_new_resolver("gqa_eval.shard_tag", shard_dir_tag)
 
 
 def _hydra_dirs() -> tuple[Path | None, Path | None]:
@@ -91,9 +95,11 @@ def _check_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"limit must be a positive whole number of examples or null for all, got limit={limit!r}"
         )
-    batch_size = cfg.get("batch_size")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got batch_size={batch_size!r}")
+    check_settings(  # batch_size N or auto, max_batch_size, batch_tokens
+        cfg.get("batch_size"), cfg.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE), cfg.get("batch_tokens")
+    )
+    decode_path_of(cfg.get("generation"), "cpu")  # generation.* values checked before anything loads
+    parse_shard(cfg.get("shard"))  # K/N with 0 <= K < N, or null
     chat = cfg.base.get("chat_template", "auto")
     if chat not in ("auto", True, False):
         raise ValueError(f"base.chat_template must be auto, true or false, got {chat!r}")
@@ -144,12 +150,17 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     _check_writable(run_dir)
 
     examples = load_examples(task, cfg.limit)
+    task_samples, shard = len(examples), parse_shard(cfg.get("shard"))
+    positions = shard_positions(task_samples, shard)  # this run's examples, by index in the whole task
+    examples = [examples[i] for i in positions]  # none for part K >= the task's size: an empty shard
     if resume is False and (run_dir / PREDICTIONS).is_file():
         raise FileExistsError(
             f"{run_dir / PREDICTIONS} exists and resume=false; run in a new directory or set resume=true"
         )
     plain = OmegaConf.to_container(cfg, resolve=True)
     done = load_predictions(run_dir, fingerprint(plain, task, [ex.id for ex in examples]))
+    local = {index: j for j, index in enumerate(positions)}  # predictions.jsonl keeps the task's index
+    done = {local[index]: row for index, row in done.items() if index in local}
     if done:
         log.info(
             "resuming %s: %d of %d examples were predicted by an earlier session and are reused; "
@@ -170,7 +181,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         def write_batch(indices: list[int], texts: list[str]) -> None:
             for i, text in zip(indices, texts, strict=True):
                 row = {
-                    "index": i,
+                    "index": positions[i],
                     "id": examples[i].id,
                     "input": tokenizer.decode(inputs[i], skip_special_tokens=True),
                     "prediction": text,
@@ -181,6 +192,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             os.fsync(sink.fileno())
 
         timer = Timer(device=device, mode=cfg.timing.mode, repeats=cfg.timing.get("repeats", 1))
+        batch_stats = BatchStats()
+        decode = decode_path_of(cfg.get("generation"), device)
         predictions = generate(
             model,
             tokenizer,
@@ -193,13 +206,19 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             progress=cfg.get("progress", True),
             description=f"{cfg.model.name} {task['name']}",
             stop_strings=stop_strings,
+            decode=decode,
+            max_batch_size=cfg.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
+            batch_tokens=cfg.get("batch_tokens"),
+            batch_stats=batch_stats,
         )
 
     predictions.update({i: row["prediction"] for i, row in done.items()})
     preds = [predictions[i] for i in range(len(examples))]
     refs = [ex.references for ex in examples]
     options = dict(task.get("metric_options") or {})
-    scores, details = metrics.score_with_details(task["metrics"], preds, refs, **options)
+    scores, details = {}, {}  # an empty shard scores nothing
+    if preds:
+        scores, details = metrics.score_with_details(task["metrics"], preds, refs, **options)
     timing = timer.summary()
     if done:  # the timer saw only this session's examples
         timing["partial"] = True
@@ -218,11 +237,14 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "task": task["name"],
         "split": task["split"],
         "n_samples": len(examples),
+        "shard": shard_text(shard),
+        "task_samples": task_samples,
         "metric": task["primary_metric"],
-        "score": scores[task["primary_metric"]],
+        "score": scores.get(task["primary_metric"]),  # None only for an empty shard
         "metrics": scores,
         "metric_details": details,
         "timing_mode": timing["mode"],
+        "decode_path": decode.name,
         "time_per_sample_s": timing["time_per_sample_s"],
         "prefill_s_per_sample": timing["prefill_s_per_sample"],
         "decode_s_per_token": timing["decode_s_per_token"],
@@ -242,6 +264,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "device": str(device),
         "dtype": cfg.dtype,
         "batch_size": cfg.batch_size,
+        **batch_stats.result(),  # batch_sizes_used (this session's, largest first), oom_retries
         "max_input_tokens": task["max_input_tokens"],
         "max_new_tokens": task["max_new_tokens"],
         "stop_strings": stop_strings,

@@ -1,32 +1,38 @@
 """Generation stage: batched greedy decoding over length-sorted batches, results handed out per batch.
 
 Examples are sorted by input length (longest first, so an out-of-memory batch shows at once and batches
-carry little padding). Each batch is greedy-decoded (``do_sample=False, num_beams=1``, as the paper) to
-the task's output length and timed by ``timing.Timer``: wall time, time to first token and every decode
-step (through a logits processor), and the KV cache it ends with. In the fixed-work mode every example
-decodes exactly ``max_new_tokens`` tokens and the prediction is cut where greedy decoding would have
-stopped. One untimed warm-up call runs first; with ``timer.repeats`` > 1 every batch is generated that
-many times and the median pass is kept (``Timer.keep_median``). Each batch goes to ``on_batch`` as soon as
-it is done, so the caller can stream it to disk.
+carry little padding); ``gqa_eval.batching`` decides how many go in each batch (``batch_size``, ``auto``
+with its out-of-memory back-off, a token budget). Each batch is greedy-decoded (``do_sample=False,
+num_beams=1``, as the paper) to the task's output length and timed by ``timing.Timer``: wall time, time
+to first token and every decode step (through a logits processor), and the KV cache it ends with. In the
+fixed-work mode every example decodes exactly ``max_new_tokens`` tokens and the prediction is cut where
+greedy decoding would have stopped. One untimed warm-up call runs first; with ``timer.repeats`` > 1 every
+batch is generated that many times and the median pass is kept (``Timer.keep_median``). Each completed
+batch goes to ``on_batch`` as soon as it is done, so the caller can stream it to disk.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
-from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts
+from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchPlan, BatchStats
+from gqa_eval.decode_path import DecodePath
+from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts, kv_cache_positions
 
 
 class NonFiniteLogitsError(FloatingPointError):
     """The model produced NaN or infinite logits."""
 
 
-def _pad(batch: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in batch)
+def _pad(
+    batch: Sequence[Sequence[int]], pad_id: int, left: bool, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = -(-max(len(ids) for ids in batch) // multiple) * multiple
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, ids in enumerate(batch):
@@ -85,13 +91,17 @@ def generate(
     inputs: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    batch_size: int,
+    batch_size: int | str,
     timer: Timer,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     skip: set[int] | frozenset[int] = frozenset(),
     progress: bool = True,
     description: str = "generate",
     stop_strings: Sequence[str] = (),
+    decode: DecodePath | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    batch_tokens: int | None = None,
+    batch_stats: BatchStats | None = None,
 ) -> dict[int, str]:
     """Greedy-decode every input not in ``skip``.
 
@@ -100,7 +110,8 @@ def generate(
         tokenizer: its tokenizer (for pad ids and decoding).
         inputs: token ids per example.
         max_new_tokens: the task's output length.
-        batch_size: examples per ``generate`` call.
+        batch_size: examples per ``generate`` call, or ``"auto"``: from ``max_batch_size`` down, halved
+            and the batch redone on out of memory (:mod:`gqa_eval.batching`).
         timer: records every batch; its ``mode`` (natural or fixed) decides whether EOS stops decoding.
         on_batch: called with (example indices, predictions) after each batch.
         skip: indices not to generate (already predicted).
@@ -109,6 +120,13 @@ def generate(
         stop_strings: strings that end a prediction (a decoder-only prompt's answer ends at a newline):
             natural-mode generation stops at the token that completes one, and in both modes the
             prediction is cut before the first one.
+        decode: eager (the default) or a static KV cache, compiled or not (:mod:`gqa_eval.decode_path`);
+            compiled, every batch of a shape not seen yet gets an untimed warm-up first (the compile or
+            CUDA-graph recording), and its time goes to ``timer.warmup_s``.
+        max_batch_size: where ``batch_size="auto"`` starts.
+        batch_tokens: a token budget: no more rows a batch than rows x (padded input + max_new_tokens)
+            <= batch_tokens (at least one); None: no budget.
+        batch_stats: filled with the completed batches' sizes and the out-of-memory retries.
 
     Returns:
         Prediction text by example index.
@@ -116,16 +134,19 @@ def generate(
     Raises:
         NonFiniteLogitsError: the model produced NaN/inf logits or K/V (a broken checkpoint or dtype
             overflow); checked once per batch, after it.
+        BatchOutOfMemoryError: out of memory with a fixed ``batch_size``, or at one row under ``auto``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    decode = decode or DecodePath()
     decoder_only = not model.config.is_encoder_decoder
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
     order = sorted((i for i in range(len(inputs)) if i not in skip), key=lambda i: -len(inputs[i]))
-    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
+    plan = BatchPlan(
+        order, [len(ids) for ids in inputs], batch_size=batch_size, new_tokens=max_new_tokens,
+        max_batch_size=max_batch_size, batch_tokens=batch_tokens, device=device, stats=batch_stats,
+    )  # fmt: skip
     stop_strings = [s for s in stop_strings if s]
     # Built once (it scans the vocabulary), and only where generation may stop early: in the fixed-work
     # mode every row decodes max_new_tokens and the prediction is cut afterwards.
@@ -134,7 +155,9 @@ def generate(
         criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
 
     def run(idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
-        input_ids, mask = _pad([inputs[i] for i in idx], pad_id, left=decoder_only)
+        rows = [inputs[i] for i in idx]
+        input_ids, mask = _pad(rows, pad_id, left=decoder_only, multiple=decode.pad_to_multiple_of)
+        extra = decode.generate_kwargs(input_ids.shape[1], max_new_tokens, decoder_only)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(device),
@@ -147,15 +170,31 @@ def generate(
                 stopping_criteria=criteria,
                 return_dict_in_generate=True,
                 output_scores=False,
+                **extra,
             )
         # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
         new = out.sequences[:, input_ids.shape[1] :] if decoder_only else out.sequences[:, 1:]
         return new, _returned_cache(out), input_ids.shape[1]
 
-    if batches:  # warm-up: allocator, kernels, caches; not timed
-        run(batches[0], min(4, max_new_tokens), [])
-    predictions: dict[int, str] = {}
-    for idx in tqdm(batches, desc=description, unit="batch", disable=not progress):
+    warmed: set[tuple[int, int]] = set()
+
+    def warm_up(idx: list[int]) -> None:
+        """An untimed call of a few tokens: allocator, kernels, caches and, compiled, the step for this
+        batch's shape. Eager, only the first batch gets one; compiled, every new (rows, width)."""
+        shape = (len(idx), decode.padded_width(max(len(inputs[i]) for i in idx)))
+        if shape in warmed or (warmed and not decode.compiled):
+            return
+        start = time.perf_counter()
+        run(idx, min(4, max_new_tokens), [])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timer.warmup_s += time.perf_counter() - start
+        timer.warmup_calls += 1
+        warmed.add(shape)
+
+    def one_batch(idx: list[int]) -> list[str]:
+        """Warm up if needed, generate and time ``idx`` (``timer.repeats`` passes); its predictions."""
+        warm_up(idx)
         for rep in range(timer.repeats):  # greedy decoding: every pass does the same work
             clock = timer.step_clock(eos_ids)
             # The timed region is the generate() call: no host synchronisation and no check over the
@@ -166,7 +205,7 @@ def generate(
                 check_finite(cache, clock.last_scores, idx)
                 new, steps = out, clock
                 cache_bytes = kv_cache_parts(cache)
-                cache_tokens = {"self": cache.get_seq_length()} if cache is not None else {}
+                cache_tokens = kv_cache_positions(cache)
             del out, cache  # one pass's cache alive at a time: peak memory is that of one pass
         record = timer.keep_median(timer.repeats)
         rows, fixed = new.tolist(), timer.mode == "fixed"
@@ -183,15 +222,26 @@ def generate(
         record.input_tokens = width
         record.cache_bytes = cache_bytes
         record.cache_tokens = cache_tokens
-        if "cross" in record.cache_bytes:
-            record.cache_tokens["cross"] = width
         # The natural prediction in both modes: the tokens up to where greedy decoding stops (EOS or the
         # token completing a stop string), decoded, then cut before the stop string.
         texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
-        texts = [cut_at_stop_strings(t, stop_strings).strip() for t in texts]
-        predictions.update(zip(idx, texts, strict=True))
-        if on_batch is not None:
-            on_batch(idx, texts)
+        return [cut_at_stop_strings(t, stop_strings).strip() for t in texts]
+
+    predictions: dict[int, str] = {}
+    with tqdm(total=plan.batches_left(), desc=description, unit="batch", disable=not progress) as bar:
+        while idx := plan.peek():  # the next examples, longest first
+            # Out of memory under batch_size=auto: None, nothing of the attempt kept (its timing records
+            # dropped, nothing passed on), and the same examples come again, fewer at a time.
+            texts = plan.attempt(one_batch, idx, timer)
+            if texts is None:
+                bar.total = bar.n + plan.batches_left()
+                bar.refresh()
+                continue
+            plan.done(idx)
+            bar.update()
+            predictions.update(zip(idx, texts, strict=True))
+            if on_batch is not None:
+                on_batch(idx, texts)
     return predictions
 
 

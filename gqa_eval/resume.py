@@ -4,9 +4,10 @@ A run directory holds ``fingerprint.json`` (written before the first prediction)
 ``predictions.jsonl`` (appended and flushed per batch). A run started again in the same directory
 reuses the predictions only if its fingerprint matches part by part: the variant (checkpoint id,
 revision and weight-file hashes, kv_heads, conversion method and seed), the task (data source,
-revision, split, fields, templates, lengths, metrics, the examples' ids) and the generation settings.
-Otherwise it refuses, naming the part and the keys that differ. A last line torn by a kill mid-write is
-dropped and its example predicted again, so there are no duplicated and no lost rows.
+revision, split, fields, templates, lengths, metrics, the examples' ids, the shard) and the generation
+settings. Otherwise it refuses, naming the part and the keys that differ. A last line torn by a kill
+mid-write is dropped and its example predicted again, so there are no duplicated and no lost rows. Rows
+are keyed by ``index``, the example's position in the whole task (a shard's too).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
+from gqa_eval.tasks import parse_shard, shard_text
 
 PREDICTIONS = "predictions.jsonl"
 FINGERPRINT = "fingerprint.json"
@@ -85,6 +87,8 @@ def fingerprint(
             "stop_strings": list(task.get("stop_strings") or []),
             "max_input_tokens": task["max_input_tokens"],
             "examples": f"{len(example_ids)} ids, sha256 {ids}",
+            # which part of the task they are (K/N; null: all of it): rows keep the task's index
+            "shard": shard_text(parse_shard(cfg.get("shard"))),
         },
         "generation": {
             "max_new_tokens": task["max_new_tokens"],

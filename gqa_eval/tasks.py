@@ -262,6 +262,55 @@ def load_examples(task: Mapping[str, Any], limit: int | None = None) -> list[Exa
     return examples
 
 
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """``shard=K/N`` as ``(K, N)``: part K, counted from 0, of N (None = the whole task).
+
+    Raises:
+        ValueError: in one line naming the problem and the fix, for anything but ``K/N`` with
+            ``0 <= K < N`` (``3/2``, ``0/0``, ``a/b``, a bare number).
+    """
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"shard must be K/N, part K (counted from 0) of N, got shard={value!r}; set shard=K/N "
+            "(shard=0/4 ... shard=3/4 split a task in four) or shard=null for the whole task"
+        )
+    k, n = int(match.group(1)), int(match.group(2))
+    if n < 1:
+        raise ValueError(f"shard={value}: N, the number of parts, must be at least 1; set shard=K/N, N >= 1")
+    if k >= n:
+        raise ValueError(
+            f"shard={value}: K must be less than N (K counts from 0: the parts of {n} are 0/{n} to "
+            f"{n - 1}/{n}); set shard={min(k, n - 1)}/{n}, or shard={k}/{k + 1} for {k + 1} parts"
+        )
+    return k, n
+
+
+def shard_text(shard: tuple[int, int] | None) -> str | None:
+    """``(K, N)`` as ``"K/N"`` (None stays None): how result.json and the summary write a shard."""
+    return None if shard is None else f"{shard[0]}/{shard[1]}"
+
+
+def shard_positions(n_examples: int, shard: tuple[int, int] | None) -> list[int]:
+    """The indices, in the whole task's example list, of shard ``(K, N)``'s examples: K, K+N, K+2N, ..."""
+    return list(range(n_examples)) if shard is None else list(range(shard[0], n_examples, shard[1]))
+
+
+def shard_dir_tag(value: Any) -> str:
+    """The run directory name's suffix for ``shard`` (conf/config.yaml): ``""`` unsharded, ``_shard0of4``
+    for ``0/4``. A malformed value gets a tag with path separators removed, so that Hydra can make the
+    directory and the run then refuses the value in one line."""
+    if value is None:
+        return ""
+    try:
+        k, n = parse_shard(value)  # type: ignore[misc]
+    except ValueError:
+        return "_shard-" + re.sub(r"[^0-9A-Za-z]+", "-", str(value)).strip("-")
+    return f"_shard{k}of{n}"
+
+
 def _map_record(
     task: Mapping[str, Any], fields: Mapping[str, Any], record: Mapping[str, Any], i: int
 ) -> Example:

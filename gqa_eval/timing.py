@@ -118,6 +118,8 @@ class Timer:
     repeats: int = 1  # timed passes per batch (see ``keep_median``)
     batches: list[BatchTiming] = field(default_factory=list)
     pass_spreads: list[float] = field(default_factory=list)  # per batch: (slowest - fastest) / fastest pass
+    warmup_s: float = 0.0  # untimed warm-up calls (compiled decoding: compiling each new batch shape)
+    warmup_calls: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -162,6 +164,15 @@ class Timer:
             self.pass_spreads.append((ordered[-1].seconds - ordered[0].seconds) / ordered[0].seconds)
         return median
 
+    def recorded(self) -> tuple[int, int]:
+        """How much is recorded now: a mark for :meth:`discard_since`."""
+        return len(self.batches), len(self.pass_spreads)
+
+    def discard_since(self, mark: tuple[int, int]) -> None:
+        """Drop what was recorded after ``mark`` (an attempt that ran out of memory and is redone: a batch
+        timed inside it raised and never got a record, but earlier passes of ``repeats`` did)."""
+        del self.batches[mark[0] :], self.pass_spreads[mark[1] :]
+
     def summary(self) -> dict[str, float | int | str | None]:
         """Totals and medians (with spread) of everything timed so far."""
         seconds = sum(b.seconds for b in self.batches)
@@ -188,6 +199,8 @@ class Timer:
             "decode_s_per_token": statistics.median(steps) if steps else None,
             "decode_steps": len(steps),
             "accounted_fraction": accounted / seconds if seconds > 0 else None,
+            "warmup_s": self.warmup_s,
+            "warmup_calls": self.warmup_calls,
             **_spread("batch_time_per_sample", per_sample),
             **_spread("prefill_per_sample", prefill),
             **_spread("decode_step", steps),
@@ -314,6 +327,24 @@ def cache_tensors(cache) -> Iterator[torch.Tensor]:
         yield from _layer_tensors(cache.cross_attention_cache)
     else:
         yield from _layer_tensors(cache)
+
+
+def kv_cache_positions(cache) -> dict[str, int]:
+    """Positions per row a KV cache holds, by part (``self``, and ``cross`` for encoder-decoder caches):
+    the length of its key tensors, which for a static cache is the allocated length, as its bytes are."""
+    if cache is None:
+        return {}
+    parts = (
+        {"self": cache.self_attention_cache, "cross": cache.cross_attention_cache}
+        if hasattr(cache, "self_attention_cache")
+        else {"self": cache}
+    )
+    out = {}
+    for part, sub in parts.items():
+        first = next(_layer_tensors(sub), None)
+        if first is not None:
+            out[part] = int(first.shape[-2])
+    return out
 
 
 def kv_cache_parts(cache) -> dict[str, int]:

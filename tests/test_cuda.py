@@ -73,3 +73,26 @@ def test_llama_conversion_on_cuda_matches_cpu():
         gpu = converted.to("cuda")(input_ids=ids.cuda()).logits.cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
     assert converted.config.num_key_value_heads == 2
+
+
+@pytest.mark.parametrize("name", ["t5-mqa", "t5-mha", "llama-mqa"])
+def test_compiled_decoding_with_cuda_graphs_equals_eager(name):
+    """generation.compile on CUDA: the static cache and the compiled step, replayed as CUDA graphs, give
+    the eager path's tokens and logits (fp32)."""
+    from conftest import seqs
+    from test_decode_path import MODELS, _generate, _padded
+
+    from gqa_eval.decode_path import decode_path
+
+    model = MODELS[name]().cuda()
+    batch = seqs(4, 12, seed=1)
+    batch[2] = batch[2][:5]
+    ids, mask = (t.cuda() for t in _padded(batch, left=not model.config.is_encoder_decoder))
+    eager = _generate(model, ids, mask, decode_path(False, device="cuda"))
+    path = decode_path("auto", device="cuda")
+    assert path.cuda_graphs
+    for _ in range(2):  # the second call replays the recorded graphs
+        out = _generate(model, ids, mask, path)
+        assert torch.equal(out.sequences, eager.sequences)
+        for a, b in zip(out.scores, eager.scores, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)

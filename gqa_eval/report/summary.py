@@ -9,6 +9,12 @@ rebuilt by reading them all and replaced file by file atomically (temp file + re
 so concurrent rebuilds cannot drop each other's rows. ``gqa-eval-summary DIR [DIR ...] --out OUT``
 rebuilds it anywhere, from runs gathered from several places; ``run_dir`` is written relative to the
 folder that holds ``summary.csv``.
+
+Shards (``shard=K/N``, one part of a task each) are never rows of their own: a complete set of one
+configuration (``result.json``'s ``config`` equal but for ``SHARD_INDEPENDENT``) becomes one row, scored
+again over the union of the shards' predictions, its timing combined (``merge_shards``); an incomplete
+set is listed in ``table.md`` under "Incomplete shard sets", never in the CSV. ``shards.json`` records
+each set, and keeps the merged scores so that a rebuild rescores only sets whose predictions changed.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
 import sys
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +44,8 @@ from gqa_eval.report.table import (
     to_table_csv,
     to_text,
 )
+from gqa_eval.resume import PREDICTIONS
+from gqa_eval.tasks import parse_shard, shard_positions
 
 COLUMNS = [
     "model", "base", "arch", "n_heads", "kv_heads", "conversion", "task", "split", "n_samples",
@@ -44,11 +54,14 @@ COLUMNS = [
     "time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s", "timing_mode",
     "peak_mem_mb", "kv_cache_bytes_per_token", "decode_floor_ratio", "decode_bound", "params", "device",
     "device_name", "threads", "dtype", "batch_size", "run_dir",
-    "timing_partial", "max_input_tokens", "max_new_tokens",
+    "timing_partial", "max_input_tokens", "max_new_tokens", "shards", "decode_path",
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
 TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")
 PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png")
+SHARDS_FILE = "shards.json"
+# Config keys in which the shards of one run may differ: the shard itself, and where and how each ran.
+SHARD_INDEPENDENT = ("shard", "output_root", "resume", "progress")
 
 
 def report_root(run_dir: Path, sweep_dir: Path | None, output_root: Path) -> Path:
@@ -117,11 +130,261 @@ def _read_json(paths: Iterable[Path]) -> list[tuple[Path, dict]]:
     return found
 
 
+@dataclass
+class ShardSet:
+    """The shards of one configuration and shard count N found in the runs: one run per part K present.
+    ``merged`` is the set's result (as ``result.json`` has it, ``shards`` added: "N/N") when it
+    is complete and its predictions add up to the whole task; else ``problem`` says why not."""
+
+    n: int
+    runs: dict[int, tuple[Path, dict]]  # K -> (run directory, result.json)
+    merged: dict | None = None
+    problem: str | None = None
+
+    @property
+    def missing(self) -> list[int]:
+        return [k for k in range(self.n) if k not in self.runs]
+
+    @property
+    def first(self) -> dict:
+        return next(iter(self.runs.values()))[1]
+
+    def dirs(self, root: Path) -> list[str]:
+        """The shards' run directories, in part order, relative to ``root``."""
+        return [os.path.relpath(run_dir, root) for _, (run_dir, _) in sorted(self.runs.items())]
+
+
+def configuration(result: dict) -> str:
+    """What the shards of one run share: ``result.json``'s ``config`` without ``SHARD_INDEPENDENT``."""
+    config = result.get("config") or {}
+    return json.dumps({k: v for k, v in config.items() if k not in SHARD_INDEPENDENT}, sort_keys=True)
+
+
+def shard_sets(found: Iterable[tuple[Path, dict]]) -> list[ShardSet]:
+    """Group sharded results (``result.json`` path, contents) into sets: same configuration and N.
+    A part run more than once (a repeat of the whole set) gives further sets: the i-th run of each part,
+    in path order, belongs to the i-th set."""
+    groups: dict[tuple[str, int], dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for path, result in found:
+        k, n = parse_shard(result["shard"])  # type: ignore[misc]
+        groups[(configuration(result), n)][k].append((path.parent, result))
+    sets = []
+    for (_, n), parts in groups.items():
+        for i in range(max(len(runs) for runs in parts.values())):
+            sets.append(ShardSet(n, {k: runs[i] for k, runs in sorted(parts.items()) if i < len(runs)}))
+    return sets
+
+
+def _predictions_key(s: ShardSet, names: list[str], options: dict) -> str:
+    """Identifies the set's predictions files (path, size, modification time) and its metric settings."""
+    files = []
+    for _, (run_dir, _) in sorted(s.runs.items()):
+        stat = (run_dir / PREDICTIONS).stat()
+        files.append([os.path.realpath(run_dir / PREDICTIONS), stat.st_size, stat.st_mtime_ns])
+    text = json.dumps([files, names, options], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _union(s: ShardSet, total: int) -> list[dict] | str:
+    """The shards' prediction rows in task order, or what is wrong with them."""
+    rows: dict[int, dict] = {}
+    for k, (run_dir, _) in sorted(s.runs.items()):
+        try:
+            lines = (run_dir / PREDICTIONS).read_text(encoding="utf-8").splitlines()
+            got = {int(r["index"]): r for r in map(json.loads, lines)}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"shard {k}/{s.n}: {PREDICTIONS} cannot be read ({err})"
+        if sorted(got) != shard_positions(total, (k, s.n)):
+            return (
+                f"shard {k}/{s.n}: {PREDICTIONS} has {len(got)} rows, not examples {k}, {k + s.n}, ... of "
+                f"the task's {total}"
+            )
+        rows.update(got)
+    return [rows[i] for i in range(total)]
+
+
+def _weighted(pairs: Iterable[tuple[float | None, float | None]]) -> float | None:
+    """Mean of values by weight (pairs of value, weight; zero weights left out); None if one is missing."""
+    pairs = [(v, w) for v, w in pairs if w != 0]
+    if not pairs or any(v is None or w is None for v, w in pairs):
+        return None
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)  # type: ignore[operator]
+
+
+def _total(values: Iterable) -> float | None:
+    values = list(values)
+    return None if None in values else sum(values)
+
+
+def _common(values: Iterable):
+    """The shards' one value, or their values joined when they differ (devices of different jobs); an
+    empty shard's None (no decode step, no bound) is left out."""
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else None
+    return ", ".join(sorted(map(str, distinct)))
+
+
+def merge_shards(s: ShardSet, cache: dict[str, dict] | None = None) -> None:
+    """Set ``s.merged`` (or ``s.problem``): the whole task's result from its shards.
+
+    The metrics are computed again (``metrics.score_with_details``, as ``evaluate`` calls it, with the
+    task's metrics and metric options from the config) over the union of the shards' predictions, in
+    task order: they equal an unsharded run's. Timing is combined: time per sample = total timed time /
+    total timed samples; tokens/s = total tokens / total time; prefill per sample = total prefill time /
+    total samples; decode s/token and the floor ratio = the shards' medians weighted by their decode
+    steps; peak memory = the largest. ``cache`` (predictions key -> earlier merged scores) spares
+    rescoring predictions that have not changed.
+    """
+    if s.missing:
+        missing = ", ".join(f"{k}/{s.n}" for k in s.missing)
+        s.problem = f"shard{'s' if len(s.missing) > 1 else ''} {missing} missing"
+        return
+    results = [result for _, (_, result) in sorted(s.runs.items())]
+    first, total = results[0], results[0].get("task_samples")
+    if not isinstance(total, int) or any(r.get("task_samples") != total for r in results):
+        s.problem = "the shards disagree on the task's size (task_samples)"
+        return
+    task = first["config"]["task"]
+    names, options = list(task["metrics"]), dict(task.get("metric_options") or {})
+    try:
+        key = _predictions_key(s, names, options)
+    except OSError as err:
+        s.problem = f"a shard's {PREDICTIONS} cannot be read ({err})"
+        return
+    cached = (cache or {}).get(key)
+    if cached is not None:
+        scores, details = cached["metrics"], cached["metric_details"]
+    else:
+        union = _union(s, total)
+        if isinstance(union, str):
+            s.problem = union
+            return
+        from gqa_eval import metrics  # the scorers load nltk and rouge-score: only when there is work
+
+        preds, refs = [r["prediction"] for r in union], [r["references"] for r in union]
+        scores, details = metrics.score_with_details(names, preds, refs, **options)
+    timings = [r.get("timing") or {} for r in results]
+    seconds, samples, tokens = (
+        _total(t.get(k) for t in timings) for k in ("total_s", "timed_samples", "generated_tokens")
+    )
+    timed = [t.get("timed_samples") for t in timings]
+    steps = [t.get("decode_steps") for t in timings]
+    memory = [r["peak_mem_mb"] for r in results if r.get("peak_mem_mb") is not None]
+    environment = [r.get("environment") or {} for r in results]
+
+    def by(name: str, weights: list) -> float | None:
+        return _weighted(zip((r.get(name) for r in results), weights, strict=True))
+
+    s.merged = {
+        **{col: first.get(col) for col in COLUMNS},  # the variant, task, settings: the same in every shard
+        "n_samples": total,
+        "task_samples": total,
+        "shard": None,
+        "shards": f"{s.n}/{s.n}",
+        "score": scores[first["metric"]],
+        "metrics": scores,
+        "metric_details": details,
+        "time_per_sample_s": seconds / samples if seconds is not None and samples else None,
+        "tokens_per_s": tokens / seconds if tokens is not None and seconds else None,
+        "prefill_s_per_sample": by("prefill_s_per_sample", timed),
+        "decode_s_per_token": by("decode_s_per_token", steps),
+        "decode_floor_ratio": by("decode_floor_ratio", steps),
+        "decode_bound": _common(r.get("decode_bound") for r in results),
+        "peak_mem_mb": max(memory) if memory else None,
+        "device": _common(r.get("device") for r in results),
+        "timing": {
+            "mode": first.get("timing_mode"),
+            "partial": any(t.get("partial") for t in timings),  # a shard was resumed
+            "total_s": seconds,
+            "timed_samples": samples,
+            "generated_tokens": tokens,
+            "decode_steps": _total(steps),
+        },
+        "environment": {k: _common(e.get(k) for e in environment) for k in ("device_name", "threads")},
+        "predictions_key": key,
+    }
+
+
+def read_runs(
+    root: str | Path | Iterable[str | Path],
+    relative_to: str | Path | None = None,
+    cache: dict[str, dict] | None = None,
+) -> tuple[list[dict], list[ShardSet]]:
+    """Summary rows of every readable ``result.json`` under ``root`` (one folder or several), a complete
+    set of shards as one merged row (where its first shard was found), and every set of shards;
+    ``run_dir`` relative to ``relative_to`` (default: the one root). Unreadable results are reported,
+    not fatal."""
+    base = Path(relative_to if relative_to is not None else _roots(root)[0])
+    found = []
+    for path, result in _read_json(find_results(root)):
+        try:
+            parse_shard(result.get("shard"))
+        except ValueError as err:
+            print(f"gqa-eval-summary: skipping {path}: {err}", file=sys.stderr)
+            continue
+        found.append((path, result))
+    sets = shard_sets((path, result) for path, result in found if result.get("shard"))
+    of_path = {run_dir / "result.json": s for s in sets for run_dir, _ in s.runs.values()}
+    rows, done = [], set()
+    for path, result in found:
+        s = of_path.get(path)
+        if s is None:  # an unsharded run
+            rows.append(row(result, path.parent, base))
+        elif id(s) not in done:
+            done.add(id(s))
+            merge_shards(s, cache)
+            if s.merged is not None:
+                rows.append({**row(s.merged), "run_dir": ";".join(s.dirs(base))})
+    return rows, sets
+
+
 def read_rows(root: str | Path | Iterable[str | Path], relative_to: str | Path | None = None) -> list[dict]:
-    """Rows of every readable ``result.json`` under ``root`` (one folder or several), ``run_dir``
-    relative to ``relative_to`` (default: the one root); unreadable ones are reported, not fatal."""
-    base = relative_to if relative_to is not None else _roots(root)[0]
-    return [row(result, path.parent, base) for path, result in _read_json(find_results(root))]
+    """Rows of every readable ``result.json`` under ``root`` (one folder or several), a complete set of
+    shards as one row, ``run_dir`` relative to ``relative_to`` (default: the one root); unreadable ones
+    are reported, not fatal."""
+    return read_runs(root, relative_to)[0]
+
+
+def incomplete_sets(sets: Iterable[ShardSet], root: Path) -> list[dict]:
+    """The sets of shards with no merged row, as ``table.md`` lists them."""
+    return [
+        {
+            **{k: s.first.get(k) for k in ("model", "base", "task", "kv_heads")},
+            "shards": f"{len(s.runs)}/{s.n}",
+            "problem": s.problem,
+            "run_dir": ";".join(s.dirs(root)),
+        }
+        for s in sets
+        if s.merged is None
+    ]
+
+
+def _shards_record(sets: list[ShardSet], root: Path) -> str:
+    """``shards.json``: every set of shards, its runs and, when merged, its metrics and combined timing."""
+    record = []
+    for s in sets:
+        entry = {
+            **{k: s.first.get(k) for k in ("model", "base", "kv_heads", "conversion", "task", "split")},
+            "shards": f"{len(s.runs)}/{s.n}",
+            "complete": s.merged is not None,
+            "problem": s.problem,
+            "run_dirs": {f"{k}/{s.n}": d for k, d in zip(sorted(s.runs), s.dirs(root), strict=True)},
+        }
+        if s.merged is not None:
+            keys = ["n_samples", "metric", "score", "metrics", "metric_details", *TIMING_COLUMNS]
+            entry.update({k: s.merged[k] for k in [*keys, "peak_mem_mb", "timing", "predictions_key"]})
+        record.append(entry)
+    return json.dumps({"sets": record}, indent=2, ensure_ascii=False) + "\n"
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    """Merged scores in an earlier ``shards.json``, by predictions key."""
+    try:
+        sets = json.loads(path.read_text(encoding="utf-8"))["sets"]
+        return {e["predictions_key"]: e for e in sets if e.get("predictions_key") and "metrics" in e}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def read_failures(
@@ -153,6 +416,7 @@ class Report:
     failures: list[dict]
     table: Table
     files: list[Path] = field(default_factory=list)
+    incomplete: list[dict] = field(default_factory=list)  # sets of shards with no merged row
 
     @property
     def warning(self) -> str | None:
@@ -162,7 +426,7 @@ class Report:
     @property
     def text(self) -> str:
         """The pivot and failed runs, aligned for a terminal."""
-        return to_text(self.table, self.failures)
+        return to_text(self.table, self.failures, self.incomplete)
 
 
 def write_report(
@@ -193,27 +457,36 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".summary.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows, failures = read_rows(roots, out_dir), read_failures(roots, out_dir)
+        rows, sets = read_runs(roots, out_dir, _read_cache(out_dir / SHARDS_FILE))
+        failures, incomplete = read_failures(roots, out_dir), incomplete_sets(sets, out_dir)
         table = pivot(rows, reference)
         column = metric_column(table, metric)
         wheres = [os.path.relpath(r, out_dir) for r in roots]
         where = ", ".join("this folder" if w == "." else f"`{w}`" for w in wheres)
         runs = f"{len(rows)} run" + ("" if len(rows) == 1 else "s")
-        source = f"Built from {runs} (every `result.json` under {where})" + (
-            f"; failed runs ({len(failures)}) are listed below." if failures else "."
+        merged = len(sets) - len(incomplete)
+        source = f"Built from {runs} (every `result.json` under {where}" + (
+            f"; {merged} complete set{'s' if merged > 1 else ''} of shards, one row each)" if merged else ")"
         )
+        below = [f"failed runs ({len(failures)})"] if failures else []
+        below += [f"incomplete sets of shards ({len(incomplete)})"] if incomplete else []
+        source += f"; {' and '.join(below)} are listed below." if below else "."
         outputs = {
             "summary.csv": to_csv(rows),
             "table.csv": to_table_csv(table),
-            "table.md": to_markdown(table, failures, source),
+            "table.md": to_markdown(table, failures, source, incomplete),
             PLOTS[0]: plot_quality_vs_time(table, column),
             PLOTS[1]: plot_time_vs_kv_heads(table, column),
         }
+        if sets:
+            outputs[SHARDS_FILE] = _shards_record(sets, out_dir)
+        else:
+            (out_dir / SHARDS_FILE).unlink(missing_ok=True)  # no shards (left) under these folders
         files = []
         for name, data in outputs.items():
             write_atomic(out_dir / name, data)
             files.append(out_dir / name)
-    return Report(rows, failures, table, files)
+    return Report(rows, failures, table, files, incomplete)
 
 
 def write_summary(root: str | Path | Iterable[str | Path], out: str | Path | None = None, **options) -> Path:
@@ -266,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gqa-eval-summary: warning: {built.warning}", file=sys.stderr)
     out_dir = built.files[0].parent
     failed = f", {len(built.failures)} failed" if built.failures else ""
+    failed += f", {len(built.incomplete)} incomplete sets of shards" if built.incomplete else ""
     print(f"gqa-eval-summary: {len(built.rows)} runs{failed}; wrote to {out_dir}/:")
     print("  " + ", ".join(p.name for p in built.files))
     print()

@@ -38,13 +38,17 @@ PAPER_TABLE1 = [
     ("T5-XXL GQA-8", 64, 8, 0.28, 47.1, 43.5, 45.4, 47.7, 36.3, 47.2, 28.4, 81.6),
 ]
 REFERENCES = ("paper",)
+INCOMPLETE_NOTE = (
+    "Shards (shard=K/N) of one configuration become one row only when all N parts have a result.json "
+    "and their predictions cover the task; these sets are neither in the table nor in summary.csv."
+)
 # Settings that change a number: runs that differ in one are never averaged together. A run-wide
 # setting is compared with the folder's most common value; a per-task one with that task's largest
 # (n_samples: the full split; the lengths: the task's own) or, for the split, its most common value. A
 # run that differs is tagged [setting=value] and goes into a row of its own, so that a limit=8 smoke run
 # or a fixed-timing run never moves a row of full natural-timing runs. In the order tags are written.
 TASK_SETTINGS = ("n_samples", "split", "max_input_tokens", "max_new_tokens")
-RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device")
+RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device", "decode_path")
 SETTINGS = (*TASK_SETTINGS, *RUN_SETTINGS)
 LARGEST = ("n_samples", "max_input_tokens", "max_new_tokens")
 TABLE_CSV_HEAD = [
@@ -372,6 +376,18 @@ def failures_text(failures: list[dict], markdown: bool) -> str:
     return _align(header, body, markdown, numbers=False)
 
 
+def incomplete_text(sets: list[dict], markdown: bool) -> str:
+    """The sets of shards that are no row (a part missing, or predictions that do not add up): model,
+    base, task, kv_heads, the parts found of N, what is wrong and the shards' run directories."""
+    header = ["model", "base", "task", "kv_heads", "shards", "problem", "run_dir"]
+    body = []
+    for s in sets:
+        cells = [s.get(k) for k in header]
+        text = ["" if c is None else str(c).replace("\n", " ") for c in cells]
+        body.append([c.replace("|", "\\|") for c in text] if markdown else text)
+    return _align(header, body, markdown, numbers=False)
+
+
 def _notes(table: Table) -> list[str]:
     computed = [v for v in table.variants if v.source != PUBLISHED]
     devices = sorted({v.device for v in computed if v.device})
@@ -421,22 +437,28 @@ def _notes(table: Table) -> list[str]:
     return notes
 
 
-def to_markdown(table: Table, failures: list[dict], source: str = "") -> str:
-    """``table.md``: the aligned pivot, notes, and a "Failed runs" section when any failed."""
+def to_markdown(table: Table, failures: list[dict], source: str = "", incomplete: list[dict] = ()) -> str:
+    """``table.md``: the aligned pivot, notes, and "Failed runs" and "Incomplete shard sets" sections when
+    any run failed or a set of shards (``summary.ShardSet``) is no row."""
     parts = ["# Results: quality vs. cost (the GQA paper's Table 1 layout)", ""]
     if source:
         parts += [source, ""]
     parts += [_align(*_cells(table), markdown=True), "", *(f"- {n}" for n in _notes(table))]
     if failures:
         parts += ["", "## Failed runs", "", failures_text(failures, markdown=True)]
+    if incomplete:
+        parts += ["", "## Incomplete shard sets", "", INCOMPLETE_NOTE, "", incomplete_text(incomplete, True)]
     return "\n".join(parts) + "\n"
 
 
-def to_text(table: Table, failures: list[dict]) -> str:
-    """The pivot (and failed runs) aligned for a terminal."""
+def to_text(table: Table, failures: list[dict], incomplete: list[dict] = ()) -> str:
+    """The pivot (and failed runs, and incomplete sets of shards) aligned for a terminal."""
     text = _align(*_cells(table), markdown=False)
     if failures:
         text += f"\n\nFailed runs ({len(failures)}):\n" + failures_text(failures, markdown=False)
+    if incomplete:
+        text += f"\n\nIncomplete shard sets ({len(incomplete)}), not in the table:\n"
+        text += incomplete_text(incomplete, markdown=False)
     return text + "\n"
 
 
