@@ -48,6 +48,7 @@ from omegaconf.errors import (
 
 from gqa_eval.evaluate import evaluate
 from gqa_eval.io import write_atomic
+from gqa_eval.launch import assign_job_gpu  # also registers parallel.yaml's n_jobs resolver
 from gqa_eval.paths import PROJECT_ROOT, resolve
 from gqa_eval.resume import FINGERPRINT, PREDICTIONS, ResumeError
 from gqa_eval.variant.conversion import convert_checkpoint
@@ -307,6 +308,7 @@ def main(cfg: DictConfig) -> dict | None:
 
     hc = HydraConfig.get()
     job = hc.job.num if hc.mode == RunMode.MULTIRUN else None
+    assign_job_gpu(cfg, hc, job)  # a parallel local sweep: one GPU per job, before CUDA starts
     run_dir, owned = None, False
     try:
         run_dir = _run_dir(cfg)
@@ -378,9 +380,14 @@ def _run_app(app: Callable[[], Any], prog: str) -> None:
 
 def run() -> None:
     """Console entry of ``gqa-eval``: the Hydra app, then a non-zero exit if any multirun job failed."""
+    from gqa_eval.report.callback import SWEEP_FAILURES
+
     _run_app(main, "gqa-eval")
-    if FAILED:
-        sys.exit("gqa-eval: " + f"{len(FAILED)} job(s) failed:\n  " + "\n  ".join(FAILED))
+    # jobs that failed in this process, else (jobs run by joblib or submitit in other processes) the
+    # failures the end-of-sweep report found in the sweep directory
+    failed = FAILED or SWEEP_FAILURES
+    if failed:
+        sys.exit("gqa-eval: " + f"{len(failed)} job(s) failed:\n  " + "\n  ".join(failed))
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="convert")

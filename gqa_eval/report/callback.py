@@ -21,6 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from gqa_eval.report.summary import find_failures, find_results, report_root, write_report
 
 log = logging.getLogger(__name__)
+# The failed jobs the end-of-sweep report found. A launcher that runs jobs in other processes (joblib,
+# submitit) cannot tell the launching process which failed; their error.json files can. gqa_eval.cli
+# exits non-zero when this is not empty.
+SWEEP_FAILURES: list[str] = []
 
 
 class SummaryCallback(Callback):
@@ -31,6 +35,10 @@ class SummaryCallback(Callback):
         if not sweep_dir.is_dir():
             return
         built = write_report(sweep_dir)
+        SWEEP_FAILURES[:] = [
+            f"{f.get('model')} x {f.get('task')}: {f.get('error_type')}: {f.get('message')}"
+            for f in built.failures
+        ]
         print(f"\ngqa-eval: report of {len(built.rows)} runs written to {sweep_dir}/")
         print("  " + ", ".join(p.name for p in built.files) + "\n")
         print(built.text, end="", flush=True)
