@@ -175,3 +175,20 @@ def test_decode_benchmark_runs(args):
     expected = ["mha", "gqa2", "mqa"] if "--heads" in args else ["mha", "gqa3", "mqa"]
     assert [r[0] for r in rows] == expected
     assert all(float(r[2]) > 0 for r in rows)  # decode ms/step measured
+
+
+def test_decode_kernels_benchmark_runs():
+    """benchmarks/decode_kernels.py times every matmul shape and attention candidate (each checked against
+    the float64 reference first) and names the fastest."""
+    cmd = [sys.executable, "benchmarks/decode_kernels.py", "--batch", "2", "--source", "32", "--repeats", "1",
+           "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LM head" in proc.stdout and "512x32128" in proc.stdout
+    kv_rows = [
+        line.split()[0]
+        for line in proc.stdout.splitlines()
+        if line.split()[:1] in (["6"], ["3"], ["2"], ["1"])
+    ]
+    assert kv_rows == ["6", "3", "2", "1"]
