@@ -143,13 +143,21 @@ def attention_candidates(args, device, dtype, rates) -> None:
             cases["flex enable_gqa"] = lambda q=q, k=k, v=v: flex(q, k, v, scale=1.0, enable_gqa=True)
         reference = _reference(q, k, v, None)
         tol = 1e-4 if dtype == torch.float32 else 3e-2
-        for name, fn in cases.items():
-            out = fn().reshape(args.batch, heads, 1, d)
+        for name, fn in list(cases.items()):
+            try:
+                out = fn().reshape(args.batch, heads, 1, d)
+            except Exception as err:  # a candidate this torch cannot run at this shape (FlexAttention)
+                if name != "flex enable_gqa":
+                    raise
+                print(f"  ({name} not run: {type(err).__name__}: {str(err).splitlines()[0][:120]})")
+                del cases[name]
+                continue
             torch.testing.assert_close(out.double(), reference, rtol=tol, atol=tol, msg=name)
         seconds = best_of(cases, args.repeats, device)
         kv_bytes = 2 * k.numel() * k.element_size()
         fastest = min(seconds, key=seconds.get)
-        print(f"{g:>3} {kv_bytes / 1e6:>8.1f} " + " ".join(f"{seconds[n] * 1e3:>25.3f}" for n in names)
+        cells = [f"{seconds[n] * 1e3:>25.3f}" if n in seconds else f"{'n/a':>25}" for n in names]
+        print(f"{g:>3} {kv_bytes / 1e6:>8.1f} " + " ".join(cells)
               + f" {kv_bytes / seconds[fastest] / 1e9:>10.1f} {fastest}")  # fmt: skip
 
 

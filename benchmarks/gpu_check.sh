@@ -5,12 +5,13 @@
 #      attention, compiled decoding with CUDA graphs equal to eager);
 #   2. the decode benchmark at T5-XXL's shape in bf16, weights initialised on the GPU: MHA, GQA-8 and MQA,
 #      source 2048, batch 64 (32 if 64 does not fit), compiled step with CUDA graphs, then eager;
-#   3. a short bf16 sweep MHA / GQA-4 / MQA on cnn_dm with hydra/launcher=joblib (one job per GPU);
-#   4. results.md: each step's status and time, the benchmark tables and the sweep's table.
+#   3. the grouped-attention kernel candidates at XXL's decode shape (benchmarks/decode_kernels.py);
+#   4. a short bf16 sweep MHA / GQA-4 / MQA on cnn_dm with hydra/launcher=joblib (one job per GPU);
+#   5. results.md: each step's status and time, the benchmark tables and the sweep's table.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]      (default outputs/gpu_check)
-# Budget: 570 s in all (GPU_CHECK_BUDGET_S): tests 150 s, XXL compiled 220 s (compile and CUDA-graph
-# capture included: the benchmark's warm-up column), XXL eager 90 s, sweep 100 s, summary 20 s; a
-# step never runs past what is left.
+# Budget: 590 s in all (GPU_CHECK_BUDGET_S): tests 120 s, XXL compiled 220 s (compile and CUDA-graph
+# capture included: the benchmark's warm-up column), XXL eager 80 s, attention kernels 60 s, sweep 90 s,
+# summary 20 s; a step never runs past what is left.
 set -uo pipefail
 out=${1:-outputs/gpu_check}
 mkdir -p "$out"
@@ -23,7 +24,7 @@ export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 status=()
 failed=0
 
-budget=${GPU_CHECK_BUDGET_S:-570}  # the whole script, every step's limit included
+budget=${GPU_CHECK_BUDGET_S:-590}  # the whole script, every step's limit included
 # step NAME LIMIT_S COMMAND...: run it with a time limit (never past the script's budget), log it to
 # NAME.log and log.txt, record its status.
 step() {
@@ -52,17 +53,20 @@ oom() { grep -qiE "out of memory|OutOfMemoryError" "$out/$1.log"; }
     python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 } 2>&1 | tee -a "$log"
 
-step cuda_tests 150 python -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step cuda_tests 120 python -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 
 xxl=(python benchmarks/decode_speed.py --shape t5-xxl --device cuda --dtype bfloat16 --source 2048 --new 64
      --kv-heads 8,1 --repeats 3 --encoder-batch 4)
 step xxl_compiled 220 "${xxl[@]}" --batch 64 --compile true \
     || { oom xxl_compiled && step xxl_compiled_b32 200 "${xxl[@]}" --batch 32 --compile true; }
-step xxl_eager 90 "${xxl[@]}" --batch 64 --compile false \
+step xxl_eager 80 "${xxl[@]}" --batch 64 --compile false \
     || { oom xxl_eager && step xxl_eager_b32 80 "${xxl[@]}" --batch 32 --compile false; }
+# the grouped-attention candidates at XXL's decode shape (folded SDPA, SDPA enable_gqa, matmul, FlexAttention)
+step kernels 60 python benchmarks/decode_kernels.py --shape t5-xxl --device cuda --dtype bfloat16 --batch 64 \
+    --repeats 10
 
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-step sweep 100 "${gqa[@]}" -m model=mha,gqa4,mqa task=cnn_dm limit=32 device=cuda dtype=bfloat16 \
+step sweep 90 "${gqa[@]}" -m model=mha,gqa4,mqa task=cnn_dm limit=32 device=cuda dtype=bfloat16 \
     timing.mode=fixed progress=false hydra/launcher=joblib "hydra.launcher.n_jobs=$(( gpus > 0 ? gpus : 1 ))" \
     output_root="$out/sweep"
 step summary 20 "${summary[@]}" "$out/sweep"
@@ -76,7 +80,7 @@ step summary 20 "${summary[@]}" "$out/sweep"
     echo "| step | status | time |"
     echo "| --- | --- | --- |"
     printf '%s\n' "${status[@]}"
-    for name in xxl_compiled xxl_compiled_b32 xxl_eager xxl_eager_b32; do
+    for name in xxl_compiled xxl_compiled_b32 xxl_eager xxl_eager_b32 kernels; do
         [ -f "$out/$name.log" ] || continue
         echo
         echo "## $name"
