@@ -60,6 +60,12 @@ def weight_hashes(path_or_id: str) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in files}
 
 
+def _calibrated(conversion: str | None) -> bool:
+    from gqa_eval.variant.heads import uses_calibration
+
+    return conversion is not None and uses_calibration(conversion)
+
+
 def fingerprint(
     cfg: Mapping[str, Any], task: Mapping[str, Any], example_ids: Sequence[str]
 ) -> dict[str, Any]:
@@ -75,6 +81,8 @@ def fingerprint(
             "kv_heads": model.get("kv_heads"),
             "conversion": model.get("conversion"),
             "seed": cfg["seed"],
+            # the calibrated conversions (aligned, clustered) also depend on their calibration set
+            **({"calibration": model.get("calibration")} if _calibrated(model.get("conversion")) else {}),
         },
         "task": {
             "name": task["name"],

@@ -47,7 +47,7 @@ from gqa_eval.training.data import (
 from gqa_eval.training.model import build_model, lean_attention, pooled_kv, pooling_for_step
 from gqa_eval.variant import family_of
 from gqa_eval.variant.checkpoints import load_checkpoint, model_class, resolve_device
-from gqa_eval.variant.conversion import convert_to_gqa
+from gqa_eval.variant.conversion import calibrate_and_convert
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -163,7 +163,9 @@ def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resume: Path | 
     if cfg.init_from is not None:
         model, tokenizer = load_checkpoint(cfg.init_from, dtype="float32", device="cpu")
         if cfg.kv_heads is not None:
-            convert_to_gqa(model, int(cfg.kv_heads), method=cfg.conversion, seed=cfg.seed)
+            calibrate_and_convert(
+                model, tokenizer, int(cfg.kv_heads), cfg.conversion, cfg.seed, cfg.get("calibration")
+            )
         return model, tokenizer
     decoder_only = cfg.architecture.family != "t5"
     texts = []

@@ -151,6 +151,19 @@ def _is_t5_cross_attention(module: torch.nn.Module) -> bool:
     )
 
 
+def _bias_in_head_order(module: torch.nn.Module, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The shared relative bias ``(B', H, T, S)`` in this layer's head order (conversion ``clustered``
+    permutes each layer's heads differently; :func:`gqa_eval.variant.t5.set_bias_orders`)."""
+    order = getattr(module, "gqa_bias_head_order", None)
+    if order is None or bias is None or bias.dim() != 4 or bias.shape[1] != len(order):
+        return bias
+    index = getattr(module, "_gqa_bias_index", None)
+    if index is None or index.device != bias.device:
+        index = torch.tensor(order, device=bias.device)
+        module._gqa_bias_index = index
+    return bias.index_select(1, index)
+
+
 def gqa_t5_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -169,6 +182,7 @@ def gqa_t5_attention_forward(
     ``kernel="matmul"`` (``gqa_t5_train``, the trainer's) runs every layer, the encoder's too, through
     :func:`_matmul_attention`.
     """
+    position_bias = _bias_in_head_order(module, position_bias)
     if kernel == "sdpa" and query.shape[1] == key.shape[1]:
         return sdpa_attention_forward(
             module,

@@ -11,7 +11,9 @@ twice. :func:`make_variant` loads a run's base checkpoint and converts it as ``c
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,35 +21,56 @@ from torch import nn
 
 from gqa_eval import __version__
 from gqa_eval.io import readable_weights
+from gqa_eval.variant.calibration import calibration_batches, kv_statistics
 from gqa_eval.variant.checkpoints import checkpoint_files_digest, load_checkpoint
 from gqa_eval.variant.family import family_of
+from gqa_eval.variant.heads import prepare_heads, uses_calibration
 from gqa_eval.variant.pooling import check_kv_heads, check_method, narrowed
 
 
-def convert_to_gqa(model: nn.Module, kv_heads: int, method: str = "mean", seed: int = 0) -> nn.Module:
+def convert_to_gqa(
+    model: nn.Module,
+    kv_heads: int,
+    method: str = "mean",
+    seed: int = 0,
+    calibration: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    calibration_record: Mapping[str, Any] | None = None,
+) -> nn.Module:
     """Convert ``model`` in place to ``kv_heads`` key/value heads and return it.
 
     Args:
         model: a ``T5ForConditionalGeneration`` or a Llama/Mistral/Qwen2/Qwen3 causal LM; may already be
-            grouped, as long as ``kv_heads`` divides its current key/value heads.
+            grouped, as long as ``kv_heads`` divides its current key/value heads (``aligned`` and
+            ``clustered`` need a multi-head one).
         kv_heads: G, the number of key/value heads after conversion (1 = MQA).
-        method: ``mean`` (the paper's), ``first`` or ``random``.
+        method: ``mean`` (the paper's), ``first``, ``random``, or the calibrated ``aligned``,
+            ``clustered``, ``clustered_aligned`` (:mod:`gqa_eval.variant.heads`).
         seed: seed of ``random`` initialisation.
+        calibration: the calibrated methods' inputs, a sequence of ``model(**batch)`` inputs
+            (:func:`gqa_eval.variant.calibration.calibration_batches`).
+        calibration_record: how ``calibration`` was made, recorded in ``config.gqa_conversion``.
 
     Returns:
         The same model object, with narrowed K/V projections and its config recording ``kv_heads`` and
         the conversion (``config.gqa_conversion``), so it saves and reloads as a GQA checkpoint.
 
     Raises:
-        ValueError: unsupported architecture, unknown method, or ``kv_heads`` that is not a divisor of
-            the current key/value heads.
+        ValueError: unsupported architecture, unknown method, ``kv_heads`` that is not a divisor of
+            the current key/value heads, or a calibrated method on a model it cannot convert exactly
+            or without calibration inputs.
     """
     family = family_of(model)
     check_method(method)
     current = family.kv_heads
     check_kv_heads(family.n_heads, current, kv_heads)
+    calibrated = uses_calibration(method) and kv_heads != current  # G = current heads: nothing to reshape
     gen = torch.Generator().manual_seed(seed)
     if kv_heads != current:
+        if calibrated:
+            check_calibrated(family, method, calibration)
+            orders = prepare_heads(family, kv_heads, method, kv_statistics(family, calibration))
+            if orders:
+                family.record_head_orders(orders)
         dim, std = family.head_dim, family.init_std
         for attn in family.attentions():
             for name in (family.k_name, family.v_name):
@@ -55,9 +78,45 @@ def convert_to_gqa(model: nn.Module, kv_heads: int, method: str = "mean", seed: 
     family.set_kv_heads(kv_heads)
     config = model.config
     history = list(getattr(config, "gqa_conversion", None) or [])
-    history.append({"from_kv_heads": current, "kv_heads": kv_heads, "method": method, "seed": seed})
+    entry = {"from_kv_heads": current, "kv_heads": kv_heads, "method": method, "seed": seed}
+    if calibrated:
+        entry["calibration"] = dict(calibration_record or {"examples": len(calibration)})
+    history.append(entry)
     config.gqa_conversion = history
     return model
+
+
+def check_calibrated(family, method: str, calibration) -> None:
+    """Raise ``ValueError`` unless the calibrated ``method`` can convert ``family``'s model exactly."""
+    if family.kv_heads != family.n_heads:
+        raise ValueError(
+            f"conversion={method} reshapes the heads of a multi-head model; this one already has "
+            f"{family.kv_heads} key/value heads for {family.n_heads} query heads"
+        )
+    if method.endswith("aligned"):
+        refusal = family.alignment_refusal()
+        if refusal:
+            raise ValueError(refusal)
+        if family.rope and family.head_dim % 2:
+            raise ValueError(
+                f"conversion={method} needs an even head width under RoPE, got {family.head_dim}"
+            )
+    if not calibration:
+        raise ValueError(
+            f"conversion={method} needs calibration inputs (calibration=[batch, ...]); "
+            "make them with gqa_eval.variant.calibration.calibration_batches"
+        )
+
+
+def calibrate_and_convert(model, tokenizer, kv_heads: int, method: str, seed: int, calibration_cfg) -> None:
+    """Convert as :func:`convert_to_gqa`, making the calibration set first when ``method`` needs one."""
+    batches, record = None, None
+    if uses_calibration(method) and kv_heads != family_of(model).kv_heads:
+        settings = calibration_cfg
+        if isinstance(settings, DictConfig):
+            settings = OmegaConf.to_container(settings, resolve=True)
+        batches, record = calibration_batches(tokenizer, family_of(model).encoder_decoder, settings)
+    convert_to_gqa(model, kv_heads, method=method, seed=seed, calibration=batches, calibration_record=record)
 
 
 def conversion_method(model: nn.Module) -> str | None:
@@ -122,7 +181,9 @@ def make_variant(cfg: DictConfig):
     loaded_kv_heads = family_of(model).kv_heads
     kv_heads = variant.get("kv_heads")
     if kv_heads is not None:  # G equal to the loaded heads pools nothing but is validated all the same
-        convert_to_gqa(model, int(kv_heads), method=variant.conversion, seed=cfg.seed)
+        calibrate_and_convert(
+            model, tokenizer, int(kv_heads), variant.conversion, cfg.seed, variant.get("calibration")
+        )
     provenance = {
         "source": str(source),
         "revision": base.get("revision"),
@@ -132,6 +193,9 @@ def make_variant(cfg: DictConfig):
         "loaded_kv_heads": loaded_kv_heads,
         "conversion": OmegaConf.to_container(variant, resolve=True),
     }
+    history = getattr(model.config, "gqa_conversion", None) or []
+    if kv_heads is not None and history and "calibration" in history[-1]:
+        provenance["calibration"] = history[-1]["calibration"]
     return model, tokenizer, provenance
 
 
@@ -161,7 +225,7 @@ def convert_checkpoint(cfg: DictConfig) -> Path:
     refuse_nonempty(cfg.out, cfg.overwrite)  # before the (possibly long) load
     base = cfg.base
     model, tokenizer = load_checkpoint(base.path, dtype=cfg.dtype, device="cpu", **_load_options(base))
-    convert_to_gqa(model, cfg.kv_heads, method=cfg.conversion, seed=cfg.seed)
+    calibrate_and_convert(model, tokenizer, cfg.kv_heads, cfg.conversion, cfg.seed, cfg.get("calibration"))
     save_converted(
         model, tokenizer, cfg.out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
         revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,

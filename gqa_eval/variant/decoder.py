@@ -20,6 +20,16 @@ class DecoderFamily(Family):
     and the output alike; every K/V projection runs at each decode step."""
 
     model_types = ("llama", "mistral", "qwen2", "qwen3")
+    rope = True
+
+    def alignment_refusal(self) -> str | None:
+        attn = next(self.attentions())
+        if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
+            return (
+                f"conversion=aligned cannot rotate {self.name} heads exactly: its per-head q_norm/k_norm "
+                "scales each dimension, which no rotation commutes with; use mean or clustered"
+            )
+        return None
 
     @property
     def n_heads(self) -> int:

@@ -36,6 +36,9 @@ class Family:
     encoder_decoder: ClassVar[bool] = False
     k_name: ClassVar[str] = "k_proj"  # attribute names of an attention module's K and V projections
     v_name: ClassVar[str] = "v_proj"
+    q_name: ClassVar[str] = "q_proj"  # ... and of its query and output projections
+    o_name: ClassVar[str] = "o_proj"
+    rope: ClassVar[bool] = False  # queries and keys are rotated by RoPE (pairs (i, i + D/2))
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -78,6 +81,14 @@ class Family:
     def kv_projections(self) -> list[nn.Linear]:
         """Their K and V projections, in order (K then V per module)."""
         return [getattr(a, name) for a in self.attentions() for name in (self.k_name, self.v_name)]
+
+    def alignment_refusal(self) -> str | None:
+        """Why conversion ``aligned`` cannot rotate this model's heads exactly (None: it can)."""
+        return None
+
+    def record_head_orders(self, orders: dict[int, list[int]]) -> None:
+        """After conversion ``clustered`` permuted the heads of attentions ``orders`` (index in
+        :meth:`attentions` -> new head order), record what the family needs beyond the weights."""
 
     def set_kv_heads(self, kv_heads: int) -> None:
         """Record ``kv_heads`` on the config and modules once the projections are narrowed."""

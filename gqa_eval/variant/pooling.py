@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-METHODS = ("mean", "first", "random")
+METHODS = ("mean", "first", "random", "aligned", "clustered", "clustered_aligned")
+# aligned / clustered / clustered_aligned reshape the heads first (gqa_eval.variant.heads), then pool by mean
 
 
 def check_method(method: str) -> None:
@@ -61,7 +62,7 @@ def pool_heads(
     """
     n = weight.shape[0] // head_dim
     grouped = weight.reshape(kv_heads, n // kv_heads, head_dim, *weight.shape[1:])  # (G, n/G, D, ...)
-    if method == "mean":
+    if method == "mean" or method in ("aligned", "clustered", "clustered_aligned"):
         # Accumulate in float32: bf16 means of many heads lose precision.
         pooled = grouped.float().mean(dim=1).to(weight.dtype)
     elif method == "first":

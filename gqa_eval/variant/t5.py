@@ -34,6 +34,32 @@ def set_t5_kv_heads(model: T5ForConditionalGeneration, kv_heads: int) -> None:
     model.decoder.config._attn_implementation = ATTN_IMPLEMENTATION
 
 
+def set_bias_orders(model: T5ForConditionalGeneration, orders: list[list[int] | None]) -> None:
+    """Give decoder layer b's self-attention the head order ``orders[b]`` of its relative position bias.
+
+    T5 computes the bias once, in the first decoder layer, in the original head order, and hands it to
+    every layer; a layer whose heads were permuted (conversion ``clustered``) must read it permuted the same
+    way. The order is recorded on the config (``gqa_bias_head_order``, one entry per decoder layer, None
+    for unpermuted ones), so a saved checkpoint reloaded by :class:`T5GQAForConditionalGeneration` gets
+    it back, and on each self-attention module, where the ``gqa_t5`` attention function applies it.
+    """
+    blocks = list(model.decoder.block)
+    if len(orders) != len(blocks):
+        raise ValueError(f"gqa_bias_head_order has {len(orders)} entries for {len(blocks)} decoder layers")
+    for block, order in zip(blocks, orders, strict=True):
+        attn = block.layer[0].SelfAttention
+        attn.gqa_bias_head_order = None if order is None else tuple(int(h) for h in order)
+        attn._gqa_bias_index = None
+    recorded = None if all(o is None for o in orders) else [None if o is None else list(o) for o in orders]
+    model.config.gqa_bias_head_order = recorded
+    model.decoder.config.gqa_bias_head_order = recorded
+
+
+def bias_orders(model: T5ForConditionalGeneration) -> list[list[int] | None]:
+    """The decoder layers' bias head orders now (None: original order)."""
+    return [getattr(b.layer[0].SelfAttention, "gqa_bias_head_order", None) for b in model.decoder.block]
+
+
 @register
 class T5Family(Family):
     """T5 (and T5 v1.1 / Flan-T5): decoder self- and cross-attention converted, encoder untouched.
@@ -45,7 +71,7 @@ class T5Family(Family):
 
     model_types = ("t5",)
     encoder_decoder = True
-    k_name, v_name = "k", "v"
+    k_name, v_name, q_name, o_name = "k", "v", "q", "o"
 
     @property
     def n_heads(self) -> int:
@@ -72,6 +98,17 @@ class T5Family(Family):
 
     def set_kv_heads(self, kv_heads: int) -> None:
         set_t5_kv_heads(self.model, kv_heads)
+
+    def record_head_orders(self, orders: dict[int, list[int]]) -> None:
+        """Make each permuted self-attention read the shared relative bias in its new head order."""
+        current = bias_orders(self.model)
+        index = {id(a): i for i, a in enumerate(self.attentions())}
+        for b, block in enumerate(self.model.decoder.block):
+            order = orders.get(index[id(block.layer[0].SelfAttention)])
+            if order is not None:
+                old = current[b]
+                current[b] = [old[h] for h in order] if old is not None else list(order)
+        set_bias_orders(self.model, current)
 
     def decode_modules(self) -> list[nn.Module]:
         decoder = self.model.decoder
@@ -102,4 +139,7 @@ class T5GQAForConditionalGeneration(T5ForConditionalGeneration):
                 attn.k = nn.Linear(config.d_model, kv_heads * config.d_kv, bias=False)
                 attn.v = nn.Linear(config.d_model, kv_heads * config.d_kv, bias=False)
         set_t5_kv_heads(self, kv_heads)
+        orders = getattr(config, "gqa_bias_head_order", None)
+        if orders:
+            set_bias_orders(self, orders)
         self.post_init()
