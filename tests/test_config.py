@@ -57,9 +57,16 @@ def test_defaults(compose_cfg):
     assert cfg.limit is None and cfg.seed == 0 and cfg.dtype == "float32"
 
 
-@pytest.mark.parametrize(("experiment", "swept"), [("table1", "model"), ("groups", "model.kv_heads")])
+@pytest.mark.parametrize(
+    ("experiment", "swept"),
+    [("table1", "model"), ("groups", "model.kv_heads"), ("conversion", "model.conversion")],
+)
 def test_experiments_compose(tmp_path, experiment, swept):
     cfg = compose_config("config", [f"+experiment={experiment}"], return_hydra_config=True)
     assert swept in cfg.hydra.sweeper.params
     if experiment == "groups":
         assert cfg.timing.mode == "fixed" and cfg.task.name == "arxiv" and cfg.model.name == "gqa16"
+    if experiment == "conversion":  # the paper's Fig. 4: every method x GQA-4, MQA x its three tasks
+        params = cfg.hydra.sweeper.params
+        assert params["model.conversion"] == "mean,first,random,aligned,clustered"
+        assert params["model"] == "gqa4,mqa" and params["task"] == "cnn_dm,multi_news,trivia_qa"

@@ -254,3 +254,24 @@ def test_console_multirun_leaves_report_in_sweep_dir(tmp_path):
     for name in PLOTS:
         assert (sweep / name).read_bytes().startswith(PNG_SIGNATURE)
     assert "CNN R1" in proc.stdout and "TriviaQA F1" in proc.stdout and "tiny_t5 MQA (mean)" in proc.stdout
+
+
+def test_conversion_methods_plot_has_a_bar_per_method_and_variant():
+    """Fig. 4's bars come from the table's converted rows (Average per row), one per method and variant;
+    MHA rows are the reference line, not bars."""
+    from gqa_eval.report.plots import method_bars, plot_conversion_methods
+    from gqa_eval.report.table import pivot
+
+    rows = []
+    variants = [("mha", 16, None, 40.0), ("gqa4", 4, "mean", 35.0), ("gqa4", 4, "aligned", 33.0),
+                ("mqa", 1, "mean", 30.0), ("mqa", 1, "first", 10.0)]  # fmt: skip
+    for model, kv, method, score in variants:
+        result = fake_result("tiny_t5", model, kv, method, "cnn_dm", score, 0.1, "fixed")
+        rows.append({**result, "rouge1": score})
+    table = pivot(rows)
+    assert method_bars(table) == {
+        "GQA-4": {"mean": 35.0, "aligned": 33.0},
+        "MQA": {"mean": 30.0, "first": 10.0},
+    }
+    assert plot_conversion_methods(table).startswith(PNG_SIGNATURE)
+    assert plot_conversion_methods(pivot([])).startswith(PNG_SIGNATURE)  # no data: still a valid picture

@@ -179,3 +179,64 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
         _no_data(ax_b, "kv_heads and KV-cache bytes")
     fig.suptitle("Inference cost vs. number of key/value heads  (cf. Ainslie et al. 2023, Fig. 6)")
     return _png(fig)
+
+
+# The conversion methods in the order the bars are drawn (others after these, by name).
+METHOD_ORDER = ("mean", "first", "random", "aligned", "clustered", "clustered_aligned")
+
+
+def method_bars(table: Table, column: Column | None = None) -> dict[str, dict[str, float]]:
+    """Fig. 4's bars: {variant kind (GQA-4, MQA, ...): {conversion: score}}, one bar per converted table
+    row with a score (the Average, or one task's); rows that differ in settings (tags) are left out, so
+    every bar of the chart compares like with like."""
+    bars: dict[str, dict[str, float]] = {}
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if v.conversion is None or score is None or v.tags:
+            continue
+        bars.setdefault(v.kind, {})[v.conversion] = score
+    return bars
+
+
+def plot_conversion_methods(table: Table, column: Column | None = None) -> bytes:
+    """The paper's Fig. 4: quality of each conversion method before uptraining, a group of bars per
+    method and a bar per variant (GQA-G, MQA); the unconverted MHA rows as dashed lines."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    _style(ax)
+    bars = method_bars(table, column)
+    methods = sorted(
+        {m for scores in bars.values() for m in scores},
+        key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m),
+    )
+    kinds = sorted(
+        bars, key=lambda k: -1 if k == "MQA" else int(k.split("-")[1]) if k.startswith("GQA-") else 0
+    )
+    width = 0.8 / max(1, len(kinds))
+    for i, kind in enumerate(kinds):
+        xs = [j + (i - (len(kinds) - 1) / 2) * width for j, m in enumerate(methods) if m in bars[kind]]
+        ys = [bars[kind][m] for m in methods if m in bars[kind]]
+        drawn = ax.bar(xs, ys, width=width * 0.92, color=colormaps["tab10"](i % 10), label=kind, zorder=3)
+        ax.bar_label(drawn, fmt="%.3g", fontsize=7, padding=2)
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if v.kind == "MHA" and score is not None and not v.tags:
+            ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
+            ax.annotate(
+                f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", fontsize=7, color="0.3",
+            )  # fmt: skip
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_xlabel("conversion method (no uptraining)")
+    where = "Average over each row's tasks" if column is None else column.label
+    ax.set_ylabel(f"Quality ({where})")
+    ax.set_ylim(bottom=0)
+    if bars:
+        ax.legend(title="variant", fontsize=7, title_fontsize=8)
+    else:
+        _no_data(ax, "a conversion method and a score")
+    fig.suptitle("Conversion methods before uptraining  (cf. Ainslie et al. 2023, Fig. 4)")
+    return _png(fig)

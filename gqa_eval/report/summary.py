@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gqa_eval.io import write_atomic
-from gqa_eval.report.plots import plot_quality_vs_time, plot_time_vs_kv_heads
+from gqa_eval.report.plots import plot_conversion_methods, plot_quality_vs_time, plot_time_vs_kv_heads
 from gqa_eval.report.table import (
     REFERENCES,
     Table,
@@ -58,7 +58,7 @@ COLUMNS = [
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
 TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")
-PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png")
+PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png")
 SHARDS_FILE = "shards.json"
 # Config keys in which the shards of one run may differ: the shard itself, and where and how each ran.
 SHARD_INDEPENDENT = ("shard", "output_root", "resume", "progress")
@@ -477,6 +477,7 @@ def write_report(
             "table.md": to_markdown(table, failures, source, incomplete),
             PLOTS[0]: plot_quality_vs_time(table, column),
             PLOTS[1]: plot_time_vs_kv_heads(table, column),
+            PLOTS[2]: plot_conversion_methods(table, column),
         }
         if sets:
             outputs[SHARDS_FILE] = _shards_record(sets, out_dir)
