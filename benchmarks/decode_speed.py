@@ -43,6 +43,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput
 
 from gqa_eval.decode_path import decode_path
+from gqa_eval.generation import returned_cache
 from gqa_eval.roofline import decode_floor, hardware_rates, kv_cache_bytes
 from gqa_eval.timing import Timer, cache_bytes
 from gqa_eval.variant import family_of
@@ -229,7 +230,7 @@ def main() -> None:
             encode()
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             out = run(variants[name], timers[name], args.new)
-            measured_cache[name] = cache_bytes(out.cache)  # the cache the generation ended with
+            measured_cache[name] = cache_bytes(returned_cache(out))  # the cache the generation ended with
             del out
         print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
 

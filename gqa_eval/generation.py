@@ -174,7 +174,7 @@ def generate(
             )
         # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
         new = out.sequences[:, input_ids.shape[1] :] if decoder_only else out.sequences[:, 1:]
-        return new, _returned_cache(out), input_ids.shape[1]
+        return new, returned_cache(out), input_ids.shape[1]
 
     warmed: set[tuple[int, int]] = set()
 
@@ -245,7 +245,7 @@ def generate(
     return predictions
 
 
-def _returned_cache(out) -> object:
+def returned_cache(out) -> object:
     """The KV cache generate() returned: ``out.cache`` from transformers 5.24, ``past_key_values`` before."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
