@@ -20,12 +20,11 @@ Two parts, every case timed interleaved with the others (best of ``--repeats`` r
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-from gqa_eval.roofline import hardware_rates
+from gqa_eval.roofline import hardware_rates, seconds_of
 from gqa_eval.variant.checkpoints import resolve_device, torch_dtype
 
 SHAPES = {  # d_model, d_ff, d_kv, heads: the T5.1.1 checkpoints (as benchmarks/decode_speed.py)
@@ -38,28 +37,14 @@ SHAPES = {  # d_model, d_ff, d_kv, heads: the T5.1.1 checkpoints (as benchmarks/
 VOCAB = 32128
 
 
-def _timer(device: torch.device):
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    return timed
-
-
 def best_of(cases: dict, repeats: int, device: torch.device) -> dict[str, float]:
     """Best seconds of each case over ``repeats`` interleaved rounds (one warm-up call each first)."""
-    timed = _timer(device)
     for fn in cases.values():
         fn()
     times = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            times[name].append(timed(fn))
+            times[name].append(seconds_of(fn, device))
     return {name: min(t) for name, t in times.items()}
 
 

@@ -382,6 +382,7 @@ def run() -> None:
     """Console entry of ``gqa-eval``: the Hydra app, then a non-zero exit if any multirun job failed."""
     from gqa_eval.report.callback import SWEEP_FAILURES
 
+    SWEEP_FAILURES.clear()  # a sweep's, not an earlier one's in the same process
     _run_app(main, "gqa-eval")
     # jobs that failed in this process, else (jobs run by joblib or submitit in other processes) the
     # failures the end-of-sweep report found in the sweep directory

@@ -47,18 +47,20 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def seconds_of(fn, device: torch.device) -> float:
+    """Wall seconds of one ``fn()``, the device's queued work before and its own work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(seconds_of(fn, device) for _ in range(repeats))
 
 
 def measure_rates(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> dict[str, float]:

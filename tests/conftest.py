@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
@@ -193,3 +195,34 @@ def read_jsonl(path: Path, encoding: str | None = None) -> list[dict]:
 def read_predictions(run_dir: Path, encoding: str | None = None) -> list[dict]:
     """The rows of a run's predictions.jsonl, in file order."""
     return read_jsonl(run_dir / "predictions.jsonl", encoding)
+
+
+@pytest.fixture
+def app(monkeypatch, capsys):
+    """``app(*args, entry=gqa_eval.cli.run)`` runs a console entry in this process, cleaning up what Hydra
+    leaves behind in a process it does not own: ``(exit code or message, stdout)``."""
+    monkeypatch.setattr(gqa_eval.cli, "FAILED", [])
+
+    def _app(*args: str, entry=gqa_eval.cli.run) -> tuple[int | str | None, str]:
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        quiet = ["progress=false"] if entry is gqa_eval.cli.run else []
+        monkeypatch.setattr(sys, "argv", ["gqa-eval", *args, *quiet])
+        GlobalHydra.instance().clear()
+        code: int | str | None = 0
+        try:
+            entry()
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:  # what Hydra leaves behind in a process it does not own
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            gqa_eval.cli.FAILED.clear()
+        return code, capsys.readouterr().out
+
+    return _app

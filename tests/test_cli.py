@@ -8,14 +8,10 @@ around each call) on tiny limits of the bundled tiny_t5; one test runs the conso
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_gqa_eval
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -23,36 +19,6 @@ import gqa_eval.cli as cli
 import gqa_eval.variant.conversion
 
 QUICK = ["task=wmt_en_de", "limit=2", "task.max_new_tokens=4", "batch_size=2", "timing.roofline=false"]
-
-
-@pytest.fixture
-def app(monkeypatch, capsys):
-    """``app(*args, entry=cli.run)`` runs a console entry in-process: ``(exit code or message, stdout)``."""
-    monkeypatch.setattr(cli, "FAILED", [])
-
-    def _app(*args: str, entry=cli.run) -> tuple[int | str | None, str]:
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        quiet = ["progress=false"] if entry is cli.run else []
-        monkeypatch.setattr(sys, "argv", ["gqa-eval", *args, *quiet])
-        GlobalHydra.instance().clear()
-        code: int | str | None = 0
-        try:
-            entry()
-        except SystemExit as exit_:
-            code = exit_.code
-        finally:  # what Hydra leaves behind in a process it does not own
-            GlobalHydra.instance().clear()
-            HydraConfig.instance().cfg = None
-            for handler in root.handlers:
-                if handler not in handlers:
-                    handler.close()
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            cli.FAILED.clear()
-        return code, capsys.readouterr().out
-
-    return _app
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

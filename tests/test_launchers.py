@@ -5,16 +5,12 @@ each job of a parallel local sweep gets one GPU (gqa_eval/launch.py), chosen bef
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import compose_config, read_csv, run_gqa_eval
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
 import gqa_eval.cli as cli
 import gqa_eval.launch as launch
@@ -272,7 +268,7 @@ def test_gpus_left_alone_on_cpu_torch_or_started_cuda(gpu_host, monkeypatch, tmp
     assert env == {"CUDA_VISIBLE_DEVICES": "0,1"} and launch._HELD is None
 
 
-def test_a_job_gets_its_gpu_before_evaluate_starts(gpu_host, monkeypatch, tmp_path, capsys):
+def test_a_job_gets_its_gpu_before_evaluate_starts(gpu_host, monkeypatch, tmp_path, app):
     """The app in this process with joblib's n_jobs=1 (its jobs run here, one after the other): the
     GPU is set at the start of the job, before evaluate, and the job says which."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
@@ -287,23 +283,8 @@ def test_a_job_gets_its_gpu_before_evaluate_starts(gpu_host, monkeypatch, tmp_pa
     monkeypatch.setattr(cli, "evaluate", evaluate)
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "model=mha,mqa", "task=cnn_dm", *SMALL]
-    monkeypatch.setattr(
-        sys, "argv", ["gqa-eval", *args, f"output_root={tmp_path}", f"hydra.sweep.dir={sweep}"]
-    )
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    GlobalHydra.instance().clear()
-    try:
-        cli.run()
-    finally:  # what Hydra leaves behind in a process it does not own
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    out = capsys.readouterr().out
+    code, out = app(*args, f"output_root={tmp_path}", f"hydra.sweep.dir={sweep}")
+    assert code == 0
     assert seen == ["0", "0"]  # job 0's GPU (0 % 2), kept by the process's second job
     assert "gqa-eval: job 0: on GPU 0 of 0,1 (CUDA_VISIBLE_DEVICES=0;" in out
     assert "gqa-eval: job 1: on GPU 0 (CUDA_VISIBLE_DEVICES=0), this worker's since job 0" in out

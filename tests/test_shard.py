@@ -9,7 +9,6 @@ per module, in-process; the Hydra app and ``gqa-eval-summary`` run on top of the
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import statistics
 import subprocess
@@ -18,10 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config, read_csv, read_predictions
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
-import gqa_eval.cli as cli
 import gqa_eval.evaluate
 from gqa_eval.evaluate import evaluate
 from gqa_eval.report.summary import COLUMNS, SHARDS_FILE, write_report
@@ -193,35 +189,6 @@ def test_run_directory_names_carry_the_shard(tmp_path):
     assert plain.hydra.run.dir.endswith("_tiny_t5_mha_cnn_dm")  # unsharded names as before
     shard = compose_config("config", ["output_root=OUT", "shard=1/4"], return_hydra_config=True)
     assert shard.hydra.run.dir.endswith("_tiny_t5_mha_cnn_dm_shard1of4")
-
-
-@pytest.fixture
-def app(monkeypatch, capsys):
-    """``app(*args)`` runs ``gqa-eval`` in this process: (exit code or message, stdout)."""
-    monkeypatch.setattr(cli, "FAILED", [])
-
-    def _app(*args: str) -> tuple[int | str | None, str]:
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        monkeypatch.setattr(sys, "argv", ["gqa-eval", *args])
-        GlobalHydra.instance().clear()
-        code: int | str | None = 0
-        try:
-            cli.run()
-        except SystemExit as exit_:
-            code = exit_.code
-        finally:  # what Hydra leaves behind in a process it does not own
-            GlobalHydra.instance().clear()
-            HydraConfig.instance().cfg = None
-            for handler in root.handlers:
-                if handler not in handlers:
-                    handler.close()
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            cli.FAILED.clear()
-        return code, capsys.readouterr().out
-
-    return _app
 
 
 def test_a_sharded_multirun_gives_a_directory_per_shard_and_one_row(app, tmp_path):
