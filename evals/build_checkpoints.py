@@ -32,7 +32,7 @@ from gqa_eval.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE.parent / "conf"
-NAMES = ("tiny_t5", "tiny_llama")
+NAMES = ("tiny_t5", "tiny_llama", "tiny_t5_plain")
 # The recorded builds ran with 2 threads (results of float reductions can depend on the thread count).
 BUILD = ["overwrite=true", "keep_resume_state=false", "threads=2", "eval_every=250", "save_every=100"]
 
@@ -44,6 +44,8 @@ OUTPUTS = HERE.parent / "outputs" / "train"
 STAGES = {
     "tiny_t5": [("tiny_t5", OUTPUTS / "tiny_t5_stage1"), ("tiny_t5_reading", None)],
     "tiny_llama": [("tiny_llama", None)],
+    # tiny_t5's two stages without stochastic K/V pooling: the fair base for comparing conversion methods
+    "tiny_t5_plain": [("tiny_t5_plain", OUTPUTS / "tiny_t5_plain_stage1"), ("tiny_t5_plain_reading", None)],
 }
 
 
