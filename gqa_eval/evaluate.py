@@ -8,6 +8,7 @@ directory gets ``predictions.jsonl`` (one row per example, written per batch) an
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gqa_eval import __version__, metrics, roofline
 from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchStats, check_settings
@@ -27,6 +28,7 @@ from gqa_eval.report.summary import report_root, write_summary
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
 from gqa_eval.tasks import encode, load_examples, parse_shard, shard_dir_tag, shard_positions, shard_text
 from gqa_eval.timing import PeakMemory, Timer
+from gqa_eval.training.uptrain import uptrain_settings, uptrained_checkpoint, uptraining_of
 from gqa_eval.variant import family_of
 from gqa_eval.variant.checkpoints import resolve_device
 from gqa_eval.variant.conversion import conversion_method, make_variant
@@ -100,9 +102,21 @@ def _check_config(cfg: DictConfig) -> None:
     )
     decode_path_of(cfg.get("generation"), "cpu")  # generation.* values checked before anything loads
     parse_shard(cfg.get("shard"))  # K/N with 0 <= K < N, or null
+    uptrain_settings(cfg)  # uptrain.alpha >= 0, and > 0 only for a converted variant of the base
     chat = cfg.base.get("chat_template", "auto")
     if chat not in ("auto", True, False):
         raise ValueError(f"base.chat_template must be auto, true or false, got {chat!r}")
+
+
+def _loading(cfg: DictConfig, uptrained: Path | None) -> DictConfig:
+    """``cfg`` as :func:`make_variant` should load it: the uptrained checkpoint as it is, if there is one."""
+    if uptrained is None:
+        return cfg
+    loading = copy.deepcopy(cfg)
+    with open_dict(loading):
+        loading.model.checkpoint = str(uptrained)
+        loading.model.kv_heads = None  # converted before it was uptrained
+    return loading
 
 
 def use_chat_template(cfg: DictConfig, tokenizer, decoder_only: bool) -> bool:
@@ -166,9 +180,12 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             "resuming %s: %d of %d examples were predicted by an earlier session and are reused; "
             "generating the other %d", run_dir, len(done), len(examples), len(examples) - len(done),
         )  # fmt: skip
+    uptrained = uptrained_checkpoint(cfg)  # uptrain.alpha > 0: trained here once, or found (untimed)
     memory = PeakMemory(resolve_device(cfg.device)).start()  # this run's peak, not the process's
     torch.manual_seed(cfg.seed)
-    model, tokenizer, provenance = make_variant(cfg)
+    model, tokenizer, provenance = make_variant(_loading(cfg, uptrained))
+    if uptrained is not None:
+        provenance["conversion"] = OmegaConf.to_container(cfg.model, resolve=True)
     family = family_of(model)  # heads, head width and cache layout, asked of the model once
     decoder_only = not family.encoder_decoder
     chat = use_chat_template(cfg, tokenizer, decoder_only)
@@ -269,6 +286,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "max_new_tokens": task["max_new_tokens"],
         "stop_strings": stop_strings,
         "chat_template": chat,
+        **uptraining_of(model, uptrained, saved=bool(cfg.model.get("checkpoint"))),
         "reused_predictions": len(done),
         "run_dir": str(run_dir),
         "provenance": provenance,

@@ -59,7 +59,12 @@ def test_defaults(compose_cfg):
 
 @pytest.mark.parametrize(
     ("experiment", "swept"),
-    [("table1", "model"), ("groups", "model.kv_heads"), ("conversion", "model.conversion")],
+    [
+        ("table1", "model"),
+        ("groups", "model.kv_heads"),
+        ("conversion", "model.conversion"),
+        ("uptrain", "uptrain.alpha"),
+    ],
 )
 def test_experiments_compose(tmp_path, experiment, swept):
     cfg = compose_config("config", [f"+experiment={experiment}"], return_hydra_config=True)
@@ -70,3 +75,9 @@ def test_experiments_compose(tmp_path, experiment, swept):
         params = cfg.hydra.sweeper.params
         assert params["model.conversion"] == "mean,first,random,aligned,clustered"
         assert params["model"] == "gqa4,mqa" and params["task"] == "cnn_dm,multi_news,trivia_qa"
+        assert cfg.base.name == "tiny_t5_plain"  # trained without K/V pooling, which favours mean
+    if experiment == "uptrain":  # the paper's Fig. 5: alpha x GQA-4, MQA x Fig. 4's tasks, continued recipe
+        params = cfg.hydra.sweeper.params
+        assert params["uptrain.alpha"] == "0,0.025,0.05,0.1" and params["model"] == "gqa4,mqa"
+        assert params["task"] == "cnn_dm,multi_news,trivia_qa"
+        assert cfg.base.name == "tiny_t5_plain" and cfg.uptrain.recipe == "continue"

@@ -103,6 +103,13 @@ def _series_name(base, conversion, tags: list[str]) -> str:
     return f"{name} [{', '.join(tags)}]" if tags else name
 
 
+def _how(v: Variant) -> str | None:
+    """A row's conversion and uptraining, as its label says them (``mean, uptrained α=0.05``)."""
+    if v.conversion and v.uptrain_alpha:
+        return f"{v.conversion}, uptrained α={v.uptrain_alpha:g}"
+    return v.conversion
+
+
 def kv_series(table: Table, column: Column | None = None) -> dict[str, list[tuple[int, Variant]]]:
     """Fig. 6's lines: per base, conversion and tags, (kv_heads, row) with one row per kv_heads.
 
@@ -113,12 +120,12 @@ def kv_series(table: Table, column: Column | None = None) -> dict[str, list[tupl
     series: dict[str, list[tuple[int, Variant]]] = defaultdict(list)
     for v in variants:
         if v.conversion:
-            series[_series_name(v.base, v.conversion, v.tags)].append((v.kv_heads, v))
+            series[_series_name(v.base, _how(v), v.tags)].append((v.kv_heads, v))
     for v in variants:
         if v.conversion:
             continue
         joins = [
-            _series_name(w.base, w.conversion, w.tags)
+            _series_name(w.base, _how(w), w.tags)
             for w in variants
             if w.conversion and w.base == v.base and w.tags == v.tags == settings_text(v.settings)
         ]  # a row told apart by its model name (a saved checkpoint) neither joins nor is joined
@@ -192,8 +199,8 @@ def method_bars(table: Table, column: Column | None = None) -> dict[str, dict[st
     bars: dict[str, dict[str, float]] = {}
     for v in _computed(table):
         score = _point(v, column)[1]
-        if v.conversion is None or score is None or v.tags:
-            continue
+        if v.conversion is None or score is None or v.tags or v.uptrain_alpha != 0:
+            continue  # Fig. 4 is before uptraining
         bars.setdefault(v.kind, {})[v.conversion] = score
     return bars
 
@@ -239,4 +246,60 @@ def plot_conversion_methods(table: Table, column: Column | None = None) -> bytes
     else:
         _no_data(ax, "a conversion method and a score")
     fig.suptitle("Conversion methods before uptraining  (cf. Ainslie et al. 2023, Fig. 4)")
+    return _png(fig)
+
+
+def uptraining_series(table: Table, column: Column | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Fig. 5's lines: per base, variant kind and conversion, (alpha, score) for each uptraining
+    fraction in the table (alpha 0: the conversion as it is); rows with settings tags are left out."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if v.conversion is None or score is None or v.tags or v.uptrain_alpha is None:
+            continue
+        series[f"{v.base} {v.kind} ({v.conversion})"].append((v.uptrain_alpha, score))
+    return {name: sorted(points) for name, points in sorted(series.items())}
+
+
+def plot_uptraining(table: Table, column: Column | None = None) -> bytes:
+    """The paper's Fig. 5: quality against the uptraining fraction alpha, a line per variant (and
+    conversion); the unconverted MHA rows as dashed lines."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    _style(ax)
+    series = uptraining_series(table, column)
+    for i, (name, points) in enumerate(series.items()):
+        ax.plot(*zip(*points, strict=True), marker="o", markersize=5, color=colormaps["tab10"](i % 10),
+                label=name, zorder=3)  # fmt: skip
+        for x, y in points:
+            ax.annotate(
+                f"{y:.3g}", (x, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7
+            )
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if (
+            v.kind == "MHA"
+            and v.conversion is None
+            and score is not None
+            and not v.tags
+            and not v.uptrain_alpha
+        ):
+            ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
+            ax.annotate(
+                f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", fontsize=7, color="0.3",
+            )  # fmt: skip
+    ax.set_xlabel("uptraining fraction α (of the base's training steps)")
+    where = "Average over each row's tasks" if column is None else column.label
+    ax.set_ylabel(f"Quality ({where})")
+    ax.set_ylim(bottom=0)
+    ax.margins(x=0.08)
+    if series:
+        ax.legend(title="variant", fontsize=7, title_fontsize=8)
+    else:
+        _no_data(ax, "a converted variant and a score")
+    fig.suptitle("Quality vs. uptraining proportion  (cf. Ainslie et al. 2023, Fig. 5)")
     return _png(fig)

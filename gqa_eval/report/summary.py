@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gqa_eval.io import write_atomic
-from gqa_eval.report.plots import plot_conversion_methods, plot_quality_vs_time, plot_time_vs_kv_heads
+from gqa_eval.report.plots import (
+    plot_conversion_methods,
+    plot_quality_vs_time,
+    plot_time_vs_kv_heads,
+    plot_uptraining,
+)
 from gqa_eval.report.table import (
     REFERENCES,
     Table,
@@ -55,10 +60,11 @@ COLUMNS = [
     "peak_mem_mb", "kv_cache_bytes_per_token", "decode_floor_ratio", "decode_bound", "params", "device",
     "device_name", "threads", "dtype", "batch_size", "run_dir",
     "timing_partial", "max_input_tokens", "max_new_tokens", "shards", "decode_path",
+    "uptrain_alpha", "uptrain_steps",
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
 TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")
-PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png")
+PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png", "uptraining.png")
 SHARDS_FILE = "shards.json"
 # Config keys in which the shards of one run may differ: the shard itself, and where and how each ran.
 SHARD_INDEPENDENT = ("shard", "output_root", "resume", "progress")
@@ -478,6 +484,7 @@ def write_report(
             PLOTS[0]: plot_quality_vs_time(table, column),
             PLOTS[1]: plot_time_vs_kv_heads(table, column),
             PLOTS[2]: plot_conversion_methods(table, column),
+            PLOTS[3]: plot_uptraining(table, column),
         }
         if sets:
             outputs[SHARDS_FILE] = _shards_record(sets, out_dir)

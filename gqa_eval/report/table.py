@@ -52,7 +52,8 @@ RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device", "decode_path")
 SETTINGS = (*TASK_SETTINGS, *RUN_SETTINGS)
 LARGEST = ("n_samples", "max_input_tokens", "max_new_tokens")
 TABLE_CSV_HEAD = [
-    "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "settings", "device",
+    "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "uptrain_alpha",
+    "settings", "device",
     "timing_mode", "t_infer_s", "timing_partial", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
 ]  # fmt: skip
 
@@ -95,6 +96,9 @@ class Variant:
     n_heads: int | None
     kv_heads: int | None
     conversion: str | None
+    uptrain_alpha: float | None = (
+        0.0  # fraction of the base's steps uptrained (None: a checkpoint that doesn't say)
+    )
     source: str = "computed"
     cells: dict[str, Cell] = field(default_factory=dict)
     t_infer: float | None = None
@@ -225,9 +229,18 @@ def _variant(runs: list[dict]) -> Variant:
     return v
 
 
+def uptrain_alpha(row: dict) -> float | None:
+    """A summary row's uptraining fraction (0 for rows from before uptraining was recorded)."""
+    value = row.get("uptrain_alpha", 0)
+    return None if value is None or value == "" else float(value)
+
+
 def _label(v: Variant) -> str:
     label = f"{v.base} {v.kind}"
-    label = f"{label} ({v.conversion})" if v.conversion else label
+    how = [v.conversion] if v.conversion else []
+    if v.uptrain_alpha:
+        how.append(f"uptrained α={v.uptrain_alpha:g}")
+    label = f"{label} ({', '.join(how)})" if how else label
     return f"{label} [{', '.join(v.tags)}]" if v.tags else label
 
 
@@ -242,6 +255,7 @@ def published_rows() -> list[Variant]:
     rows = []
     for label, n_heads, kv_heads, t_infer, average, *scores in PAPER_TABLE1:
         v = Variant(label, None, label.split()[0], "t5", n_heads, kv_heads, None, source=PUBLISHED)
+        v.uptrain_alpha = 0.05 if kv_heads < n_heads else 0.0  # the paper uptrains its conversions for 5%
         v.cells = {c.key: Cell(score=s, n=0) for c, s in zip(columns, scores, strict=True)}
         v.t_infer, v.average, v.timing_mode, v.device = t_infer, average, None, "TPUv4"
         rows.append(v)
@@ -268,10 +282,19 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
         differs = _differs(r, refs)
         for name, value in differs:
             mixed[name] |= {value, refs[(None if name in RUN_SETTINGS else r["task"], name)]}
-        groups[(r.get("base"), r.get("model"), r.get("kv_heads"), r.get("conversion"), differs)].append(r)
+        key = (
+            r.get("base"),
+            r.get("model"),
+            r.get("kv_heads"),
+            r.get("conversion"),
+            uptrain_alpha(r),
+            differs,
+        )
+        groups[key].append(r)
     variants = []
     for key, runs in groups.items():
         v = _variant(runs)
+        v.uptrain_alpha = key[-2]
         v.settings = dict(key[-1])
         v.tags = settings_text(v.settings)
         v.label = _label(v)
@@ -283,7 +306,16 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
         if counts[v.label] > 1 and v.model != v.kind.lower().replace("-", ""):
             v.tags.insert(0, str(v.model))
             v.label = _label(v)
-    variants.sort(key=lambda v: (str(v.base), -(v.kv_heads or 0), v.conversion or "", v.tags, str(v.model)))
+    variants.sort(
+        key=lambda v: (
+            str(v.base),
+            -(v.kv_heads or 0),
+            v.conversion or "",
+            v.uptrain_alpha or 0,
+            v.tags,
+            str(v.model),
+        )
+    )
     if reference == "paper":
         variants += published_rows()
     keys = {(r["task"], r["metric"]) for r in rows}
@@ -470,7 +502,7 @@ def to_table_csv(table: Table) -> str:
     for v in table.variants:
         computed = v.source != PUBLISHED
         line = [
-            v.label, v.source, v.model, v.base, v.arch, v.n_heads, v.kv_heads, v.conversion,
+            v.label, v.source, v.model, v.base, v.arch, v.n_heads, v.kv_heads, v.conversion, v.uptrain_alpha,
             " ".join(settings_text(v.settings)), v.device, v.timing_mode, v.t_infer,
             v.timing_partial if computed else None, v.average, v.n_tasks, v.n_runs if computed else None,
             v.kv_bytes,

@@ -26,7 +26,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from gqa_eval import metrics
@@ -46,7 +46,7 @@ from gqa_eval.training.data import (
 )
 from gqa_eval.training.model import build_model, lean_attention, pooled_kv, pooling_for_step
 from gqa_eval.variant import family_of
-from gqa_eval.variant.checkpoints import load_checkpoint, model_class, resolve_device
+from gqa_eval.variant.checkpoints import checkpoint_source, load_checkpoint, model_class, resolve_device
 from gqa_eval.variant.conversion import calibrate_and_convert
 
 STATE_FILE = "trainer_state.pt"
@@ -73,6 +73,106 @@ def lr_factor(step: int, cfg: DictConfig) -> float:
     if cfg.schedule not in shape:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant, cosine or linear")
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape[cfg.schedule]
+
+
+def final_lr(cfg: DictConfig) -> float:
+    """The learning rate a run following ``cfg``'s schedule ends with (after its last step)."""
+    return float(cfg.lr) * lr_factor(int(cfg.steps), cfg)
+
+
+def stage_configs(directory: Path) -> list[Path]:
+    """The training configs a bundled-style checkpoint carries, earlier stages first
+    (``stage1_train_config.yaml``, ..., then ``train_config.yaml``: its last stage)."""
+    stages = sorted(directory.glob("stage*_train_config.yaml"), key=lambda p: int(p.name[5:].split("_")[0]))
+    last = directory / CONFIG_FILE
+    return [*stages, last] if last.is_file() else []
+
+
+def plan_uptraining(cfg: DictConfig) -> None:
+    """Fill ``cfg`` for uptraining (``uptrain.*``, with ``init_from``), in place.
+
+    ``uptrain.alpha`` sets ``steps`` to alpha x the base's training steps (``uptrain.base_steps``, or the
+    sum over the stage configs the checkpoint carries). ``uptrain.recipe=continue`` continues the base's
+    last stage (Ainslie et al. 2023, sec. 2.1: uptraining runs the base's pre-training recipe on): its
+    data mixture, ``batch_tokens``, optimizer settings and bf16, at the learning rate that stage ended
+    with (constant: the continuation of a finished decay), after a linear warm-up that takes the same
+    fraction of this run as the stage's warm-up took of the stage; K/V pooling (``pool_kv``, the bundled
+    bases' stand-in for uptraining) is off. ``uptrain.continues`` records what was taken from where.
+
+    Raises:
+        ValueError: uptraining settings without ``init_from``, an unknown recipe, or a base that carries
+            no training config where one is needed (name what to set instead).
+    """
+    up = cfg.get("uptrain") or {}
+    alpha, recipe = up.get("alpha"), up.get("recipe", "given")
+    if recipe not in ("continue", "given"):
+        raise ValueError(
+            f"uptrain.recipe={recipe!r}: choose continue (the base's last stage, continued) or given"
+        )
+    if cfg.init_from is None:
+        if alpha is not None:
+            raise ValueError(
+                "uptrain.alpha needs init_from=CHECKPOINT: the checkpoint whose training it continues"
+            )
+        return
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
+        raise ValueError(f"uptrain.alpha must be a fraction > 0 of the base's training steps, got {alpha!r}")
+    source = checkpoint_source(str(cfg.init_from))
+    configs = stage_configs(source) if isinstance(source, Path) else []
+    stages = [OmegaConf.load(p) for p in configs]
+    if recipe == "continue" and not stages:
+        raise ValueError(
+            f"uptrain.recipe=continue: {cfg.init_from} carries no {CONFIG_FILE} to continue; give the recipe "
+            "(steps or uptrain.alpha with uptrain.base_steps, batch_tokens, lr, data.examples) and "
+            "uptrain.recipe=given"
+        )
+    base_steps = up.get("base_steps") or (sum(int(s.steps) for s in stages) if stages else None)
+    with open_dict(cfg):
+        if alpha is not None:
+            if not base_steps:
+                raise ValueError(
+                    f"uptrain.alpha: {cfg.init_from} carries no {CONFIG_FILE} to count its training steps; "
+                    "set uptrain.base_steps=N (the steps it was trained for)"
+                )
+            cfg.steps = max(1, round(alpha * base_steps))
+        if recipe == "given":
+            return
+        last = stages[-1]
+        for key in ("batch_tokens", "betas", "weight_decay", "grad_clip", "bf16"):
+            cfg[key] = last[key]
+        cfg.data = last.data
+        cfg.lr = final_lr(last)
+        cfg.schedule = "constant"
+        fraction = min(int(last.warmup_steps), int(last.steps)) / int(last.steps)
+        cfg.warmup_steps = max(1, round(fraction * int(cfg.steps))) if fraction else 0
+        cfg.pool_kv = None
+        cfg.uptrain.continues = {
+            "train_config": portable(configs[-1]),
+            "stage": str(last.get("name")),
+            "base_steps": int(base_steps),
+            "lr": cfg.lr,
+            "warmup_steps": int(cfg.warmup_steps),
+        }
+
+
+def uptraining_record(cfg: DictConfig) -> dict[str, Any]:
+    """How a continued (uptrained) checkpoint was trained, as its config records it
+    (``config.gqa_uptraining``; ``result.json`` reports it as ``uptrain``)."""
+    up = cfg.get("uptrain") or {}
+    init = str(cfg.init_from)
+    return {
+        "init_from": portable(init) if Path(init).exists() else init,
+        "kv_heads": cfg.kv_heads,
+        "conversion": cfg.conversion if cfg.kv_heads is not None else None,
+        "alpha": up.get("alpha"),
+        "steps": int(cfg.steps),
+        "recipe": up.get("recipe", "given"),
+        "continues": OmegaConf.to_container(up.continues) if up.get("continues") is not None else None,
+        "lr": float(cfg.lr),
+        "schedule": cfg.schedule,
+        "warmup_steps": int(cfg.warmup_steps),
+        "seed": int(cfg.seed),
+    }
 
 
 def validate(model, tokenizer, tasks: dict[str, dict], n: int, max_new_tokens: int) -> dict[str, float]:
@@ -189,6 +289,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    plan_uptraining(cfg)  # before the digest: a resumed uptraining run must plan the same steps
     out_dir = Path(cfg.out_dir)
     resume = find_resume(out_dir)
     if resume is None and (out_dir / "config.json").is_file() and not cfg.overwrite:
@@ -307,8 +408,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             })  # fmt: skip
             bar.set_postfix(loss=f"{last_loss:.3f}")
             loss_sum, tokens, window_start = 0.0, 0, now
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-            scores = run_eval(step)
+        if cfg.eval_examples and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            scores = run_eval(step)  # eval_examples=0: no validation (an evaluation follows, say)
         if step == stop or (cfg.save_every and step % cfg.save_every == 0):
             resume_state = {
                 "step": step,
@@ -318,6 +419,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             save_resume(out_dir / "resume", model, tokenizer, optimizer, scheduler, resume_state)
     bar.close()
     if step >= cfg.steps:  # only now: until here out_dir keeps any checkpoint it held, whole
+        if cfg.init_from is not None:  # what the evaluation records of an uptrained checkpoint
+            model.config.gqa_uptraining = uptraining_record(cfg)
         model.save_pretrained(out_dir)
         readable_weights(out_dir)
         tokenizer.save_pretrained(out_dir)
