@@ -4,8 +4,11 @@ A :class:`Family` wraps one loaded model and answers, from its config and module
 conversion, the run stage, the roofline and the trainer would otherwise each ask again: how many query
 and key/value heads the converted attention has, how wide a head is, which attention modules conversion
 narrows and under which attribute names their K and V projections sit, which modules a decode step
-reads, and how the KV cache is laid out. One subclass per family shape (``t5.py``, ``decoder.py``);
-a new family is a new subclass registered with :func:`register`.
+reads, and how the KV cache is laid out. One subclass per family shape (``t5.py``, ``bart.py``,
+``decoder.py``). A family known by name is a subclass registered for its ``model_type`` with
+:func:`register`; a family known by its shape is found by a rule registered with :func:`register_rule`
+(decoder-only models: whatever has ``num_key_value_heads`` and separate or fused projections), which
+returns the family, or says why the model is not one.
 
 Values are read from the model when asked, so a family made before a conversion answers for the
 converted model afterwards.
@@ -13,13 +16,18 @@ converted model afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from gqa_eval.variant.pooling import narrowed
+
 FAMILIES: dict[str, type[Family]] = {}  # model_type -> Family subclass
+Rule = Callable[[nn.Module], "Family | str"]
+RULES: list[tuple[Rule, tuple[str, ...]]] = []  # (rule, the model_types its tests cover)
 
 
 def register(cls: type[Family]) -> type[Family]:
@@ -27,6 +35,18 @@ def register(cls: type[Family]) -> type[Family]:
     for model_type in cls.model_types:
         FAMILIES[model_type] = cls
     return cls
+
+
+def register_rule(tested: tuple[str, ...]) -> Callable[[Rule], Rule]:
+    """Decorator: ``rule(model)`` returns the :class:`Family` of a model not registered by name, or one
+    line saying why the model is not of its shape. ``tested`` names the model types the tests convert
+    through the rule (reported by :func:`supported`); the rule itself takes any model of its shape."""
+
+    def add(rule: Rule) -> Rule:
+        RULES.append((rule, tuple(tested)))
+        return rule
+
+    return add
 
 
 class Family:
@@ -86,6 +106,27 @@ class Family:
         """Why conversion ``aligned`` cannot rotate this model's heads exactly (None: it can)."""
         return None
 
+    def reshape_refusal(self, method: str) -> str | None:
+        """Why the calibrated ``method`` cannot reshape this model's heads exactly (None: it can)."""
+        return self.alignment_refusal() if method.endswith("aligned") else None
+
+    def conversion_refusal(self) -> str | None:
+        """Why this model's K/V heads cannot be pooled at all (None: they can); asked before any change."""
+        return None
+
+    def editing(self) -> contextlib.AbstractContextManager:
+        """A context within which :meth:`attentions` carry the projections conversion edits under the
+        names ``q_name`` ... ``o_name`` and the model still runs (fused projections are split inside it
+        and re-fused on leaving it); nothing to do for most families."""
+        return contextlib.nullcontext()
+
+    def pool_kv(self, kv_heads: int, method: str, generator: torch.Generator) -> None:
+        """Narrow every converted attention's K and V projections to ``kv_heads`` heads by ``method``."""
+        dim, std = self.head_dim, self.init_std
+        for attn in self.attentions():
+            for name in (self.k_name, self.v_name):
+                setattr(attn, name, narrowed(getattr(attn, name), kv_heads, dim, method, generator, std))
+
     def record_head_orders(self, orders: dict[int, list[int]]) -> None:
         """After conversion ``clustered`` permuted the heads of attentions ``orders`` (index in
         :meth:`attentions` -> new head order), record what the family needs beyond the weights."""
@@ -113,8 +154,11 @@ class Family:
 
 
 def supported() -> tuple[str, ...]:
-    """The ``model_type`` names gqa-eval converts, encoder-decoder families first."""
-    return tuple(sorted(FAMILIES, key=lambda name: not FAMILIES[name].encoder_decoder))
+    """The ``model_type`` names gqa-eval converts by name, encoder-decoder families first, then those the
+    tests convert by rule (the rules take any model of their shape)."""
+    named = sorted(FAMILIES, key=lambda name: not FAMILIES[name].encoder_decoder)
+    by_rule = [t for _, tested in RULES for t in tested if t not in FAMILIES]
+    return tuple(named + by_rule)
 
 
 def family_of(model: nn.Module | Family) -> Family:
@@ -128,8 +172,15 @@ def family_of(model: nn.Module | Family) -> Family:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in FAMILIES:
         return FAMILIES[model_type](model)
+    reasons = []
+    for rule, _ in RULES:
+        found = rule(model)
+        if isinstance(found, Family):
+            return found
+        reasons.append(found)
     raise ValueError(
         f"unsupported architecture {model_type or type(model).__name__!r}: gqa-eval converts "
-        f"{', '.join(supported())} checkpoints (T5ForConditionalGeneration, or decoder-only models whose "
-        "config has num_key_value_heads)"
+        f"{', '.join(supported())} checkpoints, and by rule any decoder-only model whose config has "
+        "num_key_value_heads and whose attention has k_proj/v_proj or qkv_proj"
+        + "".join(f"; {reason}" for reason in reasons)
     )
