@@ -27,7 +27,13 @@ from gqa_eval import io
 from gqa_eval.paths import PROJECT_ROOT, is_hub_id
 from gqa_eval.report import summary
 from gqa_eval.resume import file_sha256
-from gqa_eval.variant.checkpoints import CheckpointError, checkpoint_source, load_checkpoint, resolve_device
+from gqa_eval.variant.checkpoints import (
+    CheckpointError,
+    checkpoint_source,
+    load_checkpoint,
+    resolve_device,
+    resolved_revision,
+)
 from gqa_eval.variant.conversion import save_converted
 
 TINY_T5 = PROJECT_ROOT / "evals" / "checkpoints" / "tiny_t5"
@@ -127,10 +133,12 @@ def test_hub_ids_load_offline_from_the_cache_at_their_revision(hub, monkeypatch,
     add_snapshot(hub, repo_id, main, SHA_A)
     add_snapshot(hub, repo_id, tagged, SHA_B, refs=("v2",))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after import: read by gqa_eval itself
-    for revision, expected in [(None, main), ("main", main), ("v2", tagged), (SHA_B, tagged)]:
+    for revision, expected, sha in [(None, main, SHA_A), ("main", main, SHA_A), ("v2", tagged, SHA_B),
+                                    (SHA_B, tagged, SHA_B)]:  # fmt: skip
         model, tokenizer = load_checkpoint(repo_id, revision=revision)
         assert torch.equal(_first_weight(model), _first_weight(expected)), revision
         assert tokenizer("hello").input_ids
+        assert resolved_revision(repo_id, revision, model.config) == sha  # result.json's resolved_revision
     with pytest.raises(CheckpointError, match=f"HF_HUB_OFFLINE is set .* does not hold {repo_id}"):
         load_checkpoint(repo_id, revision="v3")
 

@@ -4,10 +4,13 @@ transformers' ``T5Attention`` projects keys and values with ``view(..., -1, d_kv
 ``v`` projections are narrowed to ``kv_heads * d_kv`` outputs the keys, values and the KV cache hold
 ``kv_heads`` heads. What it cannot do is attend H query heads to G key/value heads: its eager path
 multiplies ``(B, H, T, D) @ (B, G, D, S)``. This module registers ``gqa_t5``, an attention function in
-transformers' ``AttentionInterface`` that T5 calls through ``config._attn_implementation``:
+transformers' ``AttentionInterface`` that T5 calls through ``config._attn_implementation``. BART, mBART,
+Pegasus and Marian (:mod:`gqa_eval.variant.bart`) reshape K/V the same way and call it too: their
+queries' ``head_dim**-0.5`` arrives as ``scaling``, they have no position bias, and their one config
+routes the encoder here as well, where H == G:
 
-- H == G (MHA, and T5's encoder): delegated unchanged to transformers' SDPA function, so an unconverted
-  model and a G=H conversion run the very same kernels.
+- H == G (MHA, T5's encoder, the BART-like encoders): delegated unchanged to transformers' SDPA
+  function, so an unconverted model and a G=H conversion run the very same kernels.
 - H > G: the query heads of a group are folded into the query-length axis,
   ``"b (g r) t d -> b g (r t) d"``, and SDPA runs on the G key/value heads. K/V are never repeated to H
   heads (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.2: each group shares one key and value head).

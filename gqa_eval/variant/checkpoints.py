@@ -9,7 +9,8 @@ of transformers' retries. ``HF_HUB_OFFLINE=1`` goes to the cache without asking.
 Weights load from safetensors only, unless the caller explicitly allows pickle files (then torch loads
 them with ``weights_only``); ``trust_remote_code`` stays off unless asked for. T5 checkpoints saved after
 conversion to grouped-query attention (``config.num_key_value_heads < num_heads``) are sized by
-``T5GQAForConditionalGeneration``, which plain ``T5ForConditionalGeneration`` cannot do.
+``T5GQAForConditionalGeneration``, which plain ``T5ForConditionalGeneration`` cannot do; BART, mBART,
+Pegasus and Marian ones likewise by the classes of :mod:`gqa_eval.variant.bart`.
 """
 
 from __future__ import annotations
@@ -215,14 +216,18 @@ def _hub_preflight(repo_id: str, revision: str | None) -> bool:
 
 
 def model_class(config):
-    """The transformers class that builds ``config``: seq2seq, causal LM, or T5 with grouped decoder."""
+    """The transformers class that builds ``config``: seq2seq, causal LM, or T5 / BART-like with grouped
+    decoder."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from gqa_eval.variant.bart import GROUPED_CLASSES
     from gqa_eval.variant.t5 import T5GQAForConditionalGeneration
 
     if config.model_type == "t5":
         kv_heads = getattr(config, "num_key_value_heads", None)
         return T5GQAForConditionalGeneration if kv_heads else AutoModelForSeq2SeqLM
+    if config.model_type in GROUPED_CLASSES and getattr(config, "num_key_value_heads", None):
+        return GROUPED_CLASSES[config.model_type]  # BART, mBART, Pegasus, Marian converted to GQA
     return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
 
 
@@ -275,6 +280,20 @@ def load_checkpoint(
             f"cannot load checkpoint {path_or_id}: {type(err).__name__}: {message}"
         ) from err
     return model.to(dev).eval(), tokenizer
+
+
+def resolved_revision(path_or_id: str, revision: str | None, config=None) -> str | None:
+    """The hub commit a loaded hub id resolved to (None for a local directory): the snapshot folder the
+    hub cache served ``config.json`` from (transformers 5 no longer keeps ``config._commit_hash``)."""
+    if isinstance(checkpoint_source(str(path_or_id)), Path):
+        return None
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return commit
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(path_or_id), "config.json", revision=revision)
+    return Path(cached).parent.name if isinstance(cached, str) else None
 
 
 def checkpoint_files_digest(path: str | Path) -> dict[str, str]:

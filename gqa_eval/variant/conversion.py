@@ -22,10 +22,10 @@ from torch import nn
 from gqa_eval import __version__
 from gqa_eval.io import readable_weights
 from gqa_eval.variant.calibration import calibration_batches, kv_statistics
-from gqa_eval.variant.checkpoints import checkpoint_files_digest, load_checkpoint
+from gqa_eval.variant.checkpoints import checkpoint_files_digest, load_checkpoint, resolved_revision
 from gqa_eval.variant.family import family_of
 from gqa_eval.variant.heads import prepare_heads, uses_calibration
-from gqa_eval.variant.pooling import check_kv_heads, check_method, narrowed
+from gqa_eval.variant.pooling import check_kv_heads, check_method
 
 
 def convert_to_gqa(
@@ -39,7 +39,8 @@ def convert_to_gqa(
     """Convert ``model`` in place to ``kv_heads`` key/value heads and return it.
 
     Args:
-        model: a ``T5ForConditionalGeneration`` or a Llama/Mistral/Qwen2/Qwen3 causal LM; may already be
+        model: a model :func:`~gqa_eval.variant.family.family_of` knows (T5, BART-like, or a decoder-only
+            causal LM with ``num_key_value_heads`` and k/v or fused qkv projections); may already be
             grouped, as long as ``kv_heads`` divides its current key/value heads (``aligned`` and
             ``clustered`` need a multi-head one).
         kv_heads: G, the number of key/value heads after conversion (1 = MQA).
@@ -66,15 +67,17 @@ def convert_to_gqa(
     calibrated = uses_calibration(method) and kv_heads != current  # G = current heads: nothing to reshape
     gen = torch.Generator().manual_seed(seed)
     if kv_heads != current:
+        refusal = family.conversion_refusal()
+        if refusal:
+            raise ValueError(refusal)
         if calibrated:
             check_calibrated(family, method, calibration)
-            orders = prepare_heads(family, kv_heads, method, kv_statistics(family, calibration))
-            if orders:
-                family.record_head_orders(orders)
-        dim, std = family.head_dim, family.init_std
-        for attn in family.attentions():
-            for name in (family.k_name, family.v_name):
-                setattr(attn, name, narrowed(getattr(attn, name), kv_heads, dim, method, gen, std))
+        with family.editing():  # fused projections split while they are edited
+            if calibrated:
+                orders = prepare_heads(family, kv_heads, method, kv_statistics(family, calibration))
+                if orders:
+                    family.record_head_orders(orders)
+            family.pool_kv(kv_heads, method, gen)
     family.set_kv_heads(kv_heads)
     config = model.config
     history = list(getattr(config, "gqa_conversion", None) or [])
@@ -93,10 +96,10 @@ def check_calibrated(family, method: str, calibration) -> None:
             f"conversion={method} reshapes the heads of a multi-head model; this one already has "
             f"{family.kv_heads} key/value heads for {family.n_heads} query heads"
         )
+    refusal = family.reshape_refusal(method)
+    if refusal:
+        raise ValueError(refusal)
     if method.endswith("aligned"):
-        refusal = family.alignment_refusal()
-        if refusal:
-            raise ValueError(refusal)
         if family.rope and family.head_dim % 2:
             raise ValueError(
                 f"conversion={method} needs an even head width under RoPE, got {family.head_dim}"
@@ -188,7 +191,7 @@ def make_variant(cfg: DictConfig):
         "source": str(source),
         "revision": base.get("revision"),
         # the commit a hub id resolved to (transformers records it on the config); None for local dirs
-        "resolved_revision": getattr(model.config, "_commit_hash", None),
+        "resolved_revision": resolved_revision(source, base.get("revision"), model.config),
         "weights": checkpoint_files_digest(source),
         "loaded_kv_heads": loaded_kv_heads,
         "conversion": OmegaConf.to_container(variant, resolve=True),
