@@ -26,7 +26,16 @@ from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
 from gqa_eval.report.summary import report_root, write_summary
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
-from gqa_eval.tasks import encode, load_examples, parse_shard, shard_dir_tag, shard_positions, shard_text
+from gqa_eval.tasks import (
+    encode,
+    load_examples,
+    parse_shard,
+    set_languages,
+    shard_dir_tag,
+    shard_positions,
+    shard_text,
+    task_for_base,
+)
 from gqa_eval.timing import PeakMemory, Timer
 from gqa_eval.training.uptrain import uptrain_settings, uptrained_checkpoint, uptraining_of
 from gqa_eval.variant import family_of
@@ -154,7 +163,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     run_dir = Path(output_dir) if output_dir is not None else hydra_dir
     if run_dir is None:
         raise ValueError("evaluate() outside Hydra needs output_dir=")
-    task = OmegaConf.to_container(cfg.task, resolve=True)
+    # the task as the base reads it: base.input_template (raw: no T5 prefix) and base.max_input_tokens
+    task = task_for_base(OmegaConf.to_container(cfg.task, resolve=True), cfg.base)
     unknown = [m for m in task["metrics"] if m not in metrics.METRICS]
     if unknown or task["primary_metric"] not in task["metrics"]:
         raise ValueError(
@@ -189,6 +199,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
     family = family_of(model)  # heads, head width and cache layout, asked of the model once
     decoder_only = not family.encoder_decoder
     chat = use_chat_template(cfg, tokenizer, decoder_only)
+    forced_bos = set_languages(tokenizer, cfg.base)  # base.src_lang / tgt_lang (mBART-50); None: none
     inputs = encode(task, examples, tokenizer, decoder_only, chat_template=chat)
     stop_strings = list(task.get("stop_strings") or []) if decoder_only else []
     device = next(model.parameters()).device
@@ -227,6 +238,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
             max_batch_size=cfg.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
             batch_tokens=cfg.get("batch_tokens"),
             batch_stats=batch_stats,
+            forced_bos_token_id=forced_bos,
+            newline_token=cfg.base.get("newline_token"),
         )
 
     predictions.update({i: row["prediction"] for i, row in done.items()})

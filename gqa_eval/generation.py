@@ -24,6 +24,18 @@ from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchPlan, BatchStats
 from gqa_eval.decode_path import DecodePath
 from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts, kv_cache_positions
 
+# Plain greedy decoding, whatever the checkpoint's generation_config.json says: generate() takes every
+# setting it is not given from there, and fine-tuned checkpoints carry their own search (BART / Pegasus:
+# num_beams, min_length, no_repeat_ngram_size, length_penalty, forced_eos_token_id; chat models: sampling
+# and a repetition_penalty). Kept from it: the EOS, pad and decoder-start ids, forced_bos_token_id (BART's
+# <s>) and bad_words_ids (Marian's pad), which say what the model's output is, not how it is searched for.
+GREEDY = {
+    "do_sample": False, "num_beams": 1, "min_length": 0, "min_new_tokens": None, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
+    "length_penalty": 1.0, "early_stopping": False, "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+}  # fmt: skip
+
 
 class NonFiniteLogitsError(FloatingPointError):
     """The model produced NaN or infinite logits."""
@@ -102,6 +114,8 @@ def generate(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     batch_tokens: int | None = None,
     batch_stats: BatchStats | None = None,
+    forced_bos_token_id: int | None = None,
+    newline_token: str | None = None,
 ) -> dict[int, str]:
     """Greedy-decode every input not in ``skip``.
 
@@ -127,6 +141,10 @@ def generate(
         batch_tokens: a token budget: no more rows a batch than rows x (padded input + max_new_tokens)
             <= batch_tokens (at least one); None: no budget.
         batch_stats: filled with the completed batches' sizes and the out-of-memory retries.
+        forced_bos_token_id: the token every output starts with (a multilingual checkpoint's target
+            language, :func:`gqa_eval.tasks.set_languages`); None: the checkpoint's own, if it has one.
+        newline_token: a token the checkpoint writes for a line break (Pegasus: ``<n>``), turned into
+            ``\n`` in the predictions; None: none.
 
     Returns:
         Prediction text by example index.
@@ -163,8 +181,8 @@ def generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=new_tokens,
-                do_sample=False,
-                num_beams=1,
+                **GREEDY,
+                **({} if forced_bos_token_id is None else {"forced_bos_token_id": forced_bos_token_id}),
                 pad_token_id=pad_id,
                 logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=criteria,
@@ -225,6 +243,8 @@ def generate(
         # The natural prediction in both modes: the tokens up to where greedy decoding stops (EOS or the
         # token completing a stop string), decoded, then cut before the stop string.
         texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
+        if newline_token:
+            texts = [t.replace(newline_token, "\n") for t in texts]
         return [cut_at_stop_strings(t, stop_strings).strip() for t in texts]
 
     predictions: dict[int, str] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,3 +382,108 @@ def encode(
                 keep -= max(1, len(ids) - limit)
         out.append(ids)
     return out
+
+
+# --- How a base checkpoint reads a task (conf/base/*.yaml: input_template, max_input_tokens, languages) ---
+
+RAW = "raw"
+
+
+def input_fields(task: Mapping[str, Any]) -> list[str]:
+    """The template fields a task's examples fill (MediaSum's ``dialogue`` fills ``{document}``)."""
+    return ["document" if name == "dialogue" else name for name in task["fields"].get("inputs", {})]
+
+
+def task_for_base(task: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """``task`` as the base checkpoint reads it: its ``base.input_template`` and ``base.max_input_tokens``.
+
+    ``base.input_template`` (absent or null: the task's own templates, T5's ``summarize:`` prefix for an
+    encoder-decoder, the instruction prompt for a decoder-only model):
+
+    - ``raw``: only the task's input field, nothing added (checkpoints fine-tuned on the task itself:
+      BART, Pegasus, Marian read the bare article or source sentence). Refused for a task with more
+      than one input field (TriviaQA's question and context), which a template has to join.
+    - any other string: a template over the task's input fields (``">>de<< {source}"``), used in place
+      of both of the task's templates, so it is the base's whether it is an encoder-decoder or not.
+
+    ``base.max_input_tokens`` (absent or null: no cap) caps the task's: the longest input the checkpoint's
+    position table takes (BART, Pegasus and mBART: 1024, Marian: 512; a longer input is an IndexError).
+
+    Raises:
+        TaskDataError: in one line naming the key and the fix, for a value that cannot work with the task.
+    """
+    out = dict(task)
+    template = base.get("input_template")
+    fields = input_fields(task)
+    if template == RAW:
+        if len(fields) != 1:
+            raise TaskDataError(
+                f"base.input_template=raw writes a task's one input field as it is, but task {task['name']} "
+                f"has {len(fields)} ({', '.join(fields)}); set base.input_template to a template that joins "
+                f"them (e.g. {' '.join('{' + f + '}' for f in fields)!r}) or null for the task's own"
+            )
+        template = "{" + fields[0] + "}"
+    if template is not None:
+        if not isinstance(template, str) or not template.strip():
+            raise TaskDataError(
+                f"base.input_template must be null, raw or a template string, got {template!r}"
+            )
+        try:
+            named = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as err:
+            raise TaskDataError(f"base.input_template={template!r} is not a valid template: {err}") from None
+        unknown = sorted(named - set(fields))
+        if unknown or task["truncate"] not in named:
+            raise TaskDataError(
+                f"base.input_template={template!r} must fill task {task['name']}'s input fields "
+                f"({', '.join('{' + f + '}' for f in fields)}), including {{{task['truncate']}}}, the one "
+                f"truncated to fit" + (f"; it names {', '.join(unknown)}" if unknown else "")
+            )
+        out["input_template"] = out["prompt_template"] = template
+    cap = base.get("max_input_tokens")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise TaskDataError(
+                f"base.max_input_tokens must be a whole number of tokens >= 1 or null, got {cap!r}"
+            )
+        out["max_input_tokens"] = min(int(task["max_input_tokens"]), cap)
+    return out
+
+
+def set_languages(tokenizer, base: Mapping[str, Any]) -> int | None:
+    """Set up a multilingual checkpoint's language codes; the id of the token generation must start with.
+
+    ``base.src_lang`` (mBART-50, M2M-100, NLLB: ``en_XX``, ``eng_Latn``) becomes the tokenizer's source
+    language, so every encoded input carries its code; ``base.tgt_lang`` (``de_DE``) is the target
+    language, whose token these models must be forced to generate first (``forced_bos_token_id``).
+    Both null (the default): nothing to set, None returned; a single-pair checkpoint such as
+    Helsinki-NLP/opus-mt-en-de needs no code (a multi-target Marian model takes ``>>de<<`` in the text:
+    write it with ``base.input_template``).
+
+    Raises:
+        ValueError: in one line, for a language the tokenizer has no token for, or a source language
+            set on a tokenizer that does not write language codes.
+    """
+    src, tgt = base.get("src_lang"), base.get("tgt_lang")
+    name = type(tokenizer).__name__
+    vocab = tokenizer.get_vocab()
+    for key, code in (("src_lang", src), ("tgt_lang", tgt)):
+        if code is not None and code not in vocab:
+            raise ValueError(
+                f"base.{key}={code!r}: the tokenizer ({name}) has no such token; give one of its language "
+                "codes (mBART-50: en_XX, de_DE, ...) or null"
+            )
+    if src is not None:
+        if not isinstance(getattr(type(tokenizer), "src_lang", None), property):
+            raise ValueError(
+                f"base.src_lang={src!r}: the tokenizer ({name}) does not write a source language code; set "
+                "base.src_lang=null (or write the code in base.input_template)"
+            )
+        tokenizer.src_lang = src
+        if vocab[src] not in tokenizer.encode("a"):
+            raise ValueError(f"base.src_lang={src!r}: the tokenizer ({name}) does not add its code")
+    if tgt is None:
+        return None
+    if hasattr(tokenizer, "tgt_lang"):
+        tokenizer.tgt_lang = tgt
+    return vocab[tgt]
