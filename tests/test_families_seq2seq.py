@@ -222,19 +222,21 @@ def test_calibrated_reshaping_keeps_logits(method):
     assert converted.config.gqa_conversion[-1]["method"] == method
 
 
-def test_evaluate_end_to_end_bart(compose_cfg, tmp_path, t5_tokenizer):
-    """A BART checkpoint converted on the fly by a run, and the same conversion saved and evaluated."""
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_evaluate_end_to_end(compose_cfg, tmp_path, t5_tokenizer, model_type):
+    """A checkpoint of each family converted on the fly by a run, and the same conversion saved and
+    evaluated."""
     from gqa_eval.evaluate import evaluate
     from gqa_eval.variant.conversion import save_converted
 
-    base = tmp_path / "tiny_bart"
-    model = make_seq2seq("bart", vocab=len(t5_tokenizer), std=0.1)
+    base = tmp_path / f"tiny_{model_type}"
+    model = make_seq2seq(model_type, vocab=len(t5_tokenizer), std=0.1)
     model.save_pretrained(base)
     t5_tokenizer.save_pretrained(base)
     quick = ["task=wmt_en_de", "limit=2", "task.max_new_tokens=5", "task.max_input_tokens=60",
-             f"base.path={base}", "base.name=tiny_bart"]  # fmt: skip
+             f"base.path={base}", f"base.name=tiny_{model_type}"]  # fmt: skip
     result = evaluate(compose_cfg(["model=gqa2", *quick]), output_dir=tmp_path / "run")
-    assert (result["arch"], result["n_heads"], result["kv_heads"]) == ("bart", HEADS, 2)
+    assert (result["arch"], result["n_heads"], result["kv_heads"]) == (model_type, HEADS, 2)
     assert result["kv_cache_bytes_per_token"] == 2 * 2 * 2 * WIDTH * 4  # layers x (K, V) x G x width x fp32
     assert result["kv_cache_bytes_per_token_measured"] == result["kv_cache_bytes_per_token"]
     cross = result["cross_kv_cache_bytes_per_source_token"]
