@@ -98,7 +98,9 @@ def test_a_base_without_training_configs_needs_the_recipe_or_its_steps(tmp_path,
     with pytest.raises(ValueError, match="carries no train_config.yaml to continue"):
         train(uptrain_cfg(tmp_path / "hub_like", tmp_path / "up", "uptrain.alpha=0.1"))
     with pytest.raises(ValueError, match="set uptrain.base_steps=N"):
-        train(uptrain_cfg(tmp_path / "hub_like", tmp_path / "up", "uptrain.alpha=0.1", "uptrain.recipe=given"))
+        train(
+            uptrain_cfg(tmp_path / "hub_like", tmp_path / "up", "uptrain.alpha=0.1", "uptrain.recipe=given")
+        )
     with pytest.raises(ValueError, match="needs init_from"):
         train(compose_config("training", [*TINY, f"out_dir={tmp_path / 'x'}", "uptrain.alpha=0.1"]))
 
@@ -106,16 +108,17 @@ def test_a_base_without_training_configs_needs_the_recipe_or_its_steps(tmp_path,
 def test_the_uptrain_preset_trains_once_and_records_alpha(app, base, tmp_path):
     sweep = tmp_path / "sweep"
     args = [
-        "-m", "+experiment=uptrain", f"base.path={base}", "base.name=tiny", "model=mqa", "uptrain.alpha=0,0.5",
-        "task=wmt_en_de,trivia_qa", "limit=2", "batch_size=2", f"output_root={tmp_path}",
-        f"hydra.sweep.dir={sweep}", "timing.roofline=false",
+        "-m", "+experiment=uptrain", f"base.path={base}", "base.name=tiny", "model=mqa",
+        "uptrain.alpha=0,0.5", "task=wmt_en_de,trivia_qa", "limit=2", "batch_size=2",
+        f"output_root={tmp_path}", f"hydra.sweep.dir={sweep}", "timing.roofline=false",
     ]  # fmt: skip
     code, _ = app(*args)
     assert code == 0
     rows = read_csv(sweep / "summary.csv")
     got = sorted((r["task"], r["uptrain_alpha"], r["uptrain_steps"]) for r in rows)
     assert got == [
-        ("trivia_qa", "0", "0"), ("trivia_qa", "0.5", "5"), ("wmt_en_de", "0", "0"), ("wmt_en_de", "0.5", "5"),
+        ("trivia_qa", "0", "0"), ("trivia_qa", "0.5", "5"),
+        ("wmt_en_de", "0", "0"), ("wmt_en_de", "0.5", "5"),
     ]  # fmt: skip
     uptrained = list((tmp_path / "uptrained").glob("tiny_mqa_mean_a0.5_*"))
     assert len(uptrained) == 1 and (uptrained[0] / "config.json").is_file()
