@@ -21,7 +21,9 @@ BIN = Path(sys.executable).parent
 COMMAND = re.compile(r"^\s*(?:\.venv/bin/)?(gqa-eval(?:-summary|-convert|-train)?)\s+(?!:)(.*)$")
 # Appended to evaluation commands (Hydra: the last value wins): a tiny, quick version of the same run.
 SMALL = ["limit=1", "task.max_new_tokens=2", "timing.roofline=false", "progress=false"]
-OFFLINE_BASES = {"tiny_t5", "tiny_llama"}
+# Uptraining (uptrain.alpha) sets its steps from the base's: counted as 40, alpha 0.05 trains 2 steps.
+QUICK_UPTRAINING = "uptrain.base_steps=40"
+OFFLINE_BASES = {"tiny_t5", "tiny_t5_plain", "tiny_llama"}
 # What a command that needs the outside world may say instead of running (one line, no traceback).
 OFFLINE_FAILURE = re.compile(r"hub|offline|does not exist|no such|not a directory|cannot load", re.IGNORECASE)
 
@@ -89,9 +91,9 @@ def needs_outside(args: list[str], cwd: Path | None = None) -> bool:
 
 def _run(program: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     if program == "gqa-eval":
-        args = [*args, *SMALL]
+        args = [*args, *SMALL, QUICK_UPTRAINING]
     elif program == "gqa-eval-train":
-        args = [*args, "steps=2"]
+        args = [*args, "steps=2", QUICK_UPTRAINING]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     return subprocess.run(
         [str(BIN / program), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
