@@ -146,3 +146,19 @@ def test_evaluation_refuses_uptraining_what_it_cannot(app, tmp_path, extra, mess
     code, _ = app(*extra, "task=wmt_en_de", "limit=1", f"output_root={tmp_path}")
     assert message in str(code)
     assert not (tmp_path / "uptrained").exists()
+
+
+def test_uptraining_lines_are_per_variant_and_alpha():
+    from gqa_eval.report.plots import method_bars, uptraining_series
+    from gqa_eval.report.table import pivot
+
+    def run(model, kv, conversion, alpha, score):
+        return {"base": "b", "model": model, "n_heads": 4, "kv_heads": kv, "conversion": conversion,
+                "task": "cnn_dm", "metric": "rouge1", "score": score, "uptrain_alpha": alpha}  # fmt: skip
+
+    rows = [run("mha", 4, None, 0, 50.0), run("mqa", 1, "mean", 0, 2.0), run("mqa", 1, "mean", 0.05, 10.0),
+            run("mqa", 1, "mean", 0.1, 8.0), run("mqa", 1, "first", 0, 1.0)]  # fmt: skip
+    table = pivot(rows)
+    assert uptraining_series(table) == {"b MQA (mean)": [(0.0, 2.0), (0.05, 10.0), (0.1, 8.0)]}
+    assert method_bars(table) == {"MQA": {"mean": 2.0, "first": 1.0}}  # Fig. 4: before uptraining only
+    assert "b MQA (mean, uptrained α=0.05)" in [v.label for v in table.variants]

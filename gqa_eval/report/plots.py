@@ -251,14 +251,21 @@ def plot_conversion_methods(table: Table, column: Column | None = None) -> bytes
 
 def uptraining_series(table: Table, column: Column | None = None) -> dict[str, list[tuple[float, float]]]:
     """Fig. 5's lines: per base, variant kind and conversion, (alpha, score) for each uptraining
-    fraction in the table (alpha 0: the conversion as it is); rows with settings tags are left out."""
+    fraction in the table (alpha 0: the conversion as it is); rows with settings tags are left out, and
+    so are conversions never uptrained when others were."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for v in _computed(table):
         score = _point(v, column)[1]
         if v.conversion is None or score is None or v.tags or v.uptrain_alpha is None:
             continue
         series[f"{v.base} {v.kind} ({v.conversion})"].append((v.uptrain_alpha, score))
-    return {name: sorted(points) for name, points in sorted(series.items())}
+    uptrained = any(alpha for points in series.values() for alpha, _ in points)
+    # once some line has uptrained points, variants that were never uptrained are dots at 0, not lines
+    return {
+        name: sorted(points)
+        for name, points in sorted(series.items())
+        if not uptrained or any(alpha for alpha, _ in points)
+    }
 
 
 def plot_uptraining(table: Table, column: Column | None = None) -> bytes:
