@@ -172,6 +172,10 @@ def generate(
     if stop_strings and timer.mode == "natural":
         criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
 
+    search = dict(GREEDY)  # the search settings, made once: the same for every batch
+    if forced_bos_token_id is not None:
+        search["forced_bos_token_id"] = forced_bos_token_id
+
     def run(idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
         rows = [inputs[i] for i in idx]
         input_ids, mask = _pad(rows, pad_id, left=decoder_only, multiple=decode.pad_to_multiple_of)
@@ -181,8 +185,7 @@ def generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=new_tokens,
-                **GREEDY,
-                **({} if forced_bos_token_id is None else {"forced_bos_token_id": forced_bos_token_id}),
+                **search,
                 pad_token_id=pad_id,
                 logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=criteria,

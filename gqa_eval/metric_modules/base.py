@@ -25,6 +25,21 @@ class GqaMetric(evaluate.Metric):
         {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
     )
 
+    # what each module's _info says of it (set in the module's class)
+    DESCRIPTION = CITATION = INPUTS = ""
+    CODEBASE_URLS: list[str] = []
+    REFERENCE_URLS: list[str] = []
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=self.DESCRIPTION,
+            citation=self.CITATION,
+            inputs_description=self.INPUTS,
+            features=self.FEATURES,
+            codebase_urls=self.CODEBASE_URLS,
+            reference_urls=self.REFERENCE_URLS,
+        )
+
     # evaluate appends the module's inputs_description to these two docstrings: they must be strings.
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of predictions and references (one string or a list of strings each).\n"""

@@ -192,6 +192,18 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
 METHOD_ORDER = ("mean", "first", "random", "aligned", "clustered", "clustered_aligned")
 
 
+def _mha_lines(ax, table: Table, column: Column | None, keep=lambda v: True) -> None:
+    """The MHA rows without settings tags (and that ``keep`` accepts) as labelled dashed lines."""
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if v.kind == "MHA" and score is not None and not v.tags and keep(v):
+            ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
+            ax.annotate(
+                f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", fontsize=7, color="0.3",
+            )  # fmt: skip
+
+
 def method_bars(table: Table, column: Column | None = None) -> dict[str, dict[str, float]]:
     """Fig. 4's bars: {variant kind (GQA-4, MQA, ...): {conversion: score}}, one bar per converted table
     row with a score (the Average, or one task's); rows that differ in settings (tags) are left out, so
@@ -228,14 +240,7 @@ def plot_conversion_methods(table: Table, column: Column | None = None) -> bytes
         ys = [bars[kind][m] for m in methods if m in bars[kind]]
         drawn = ax.bar(xs, ys, width=width * 0.92, color=colormaps["tab10"](i % 10), label=kind, zorder=3)
         ax.bar_label(drawn, fmt="%.3g", fontsize=7, padding=2)
-    for v in _computed(table):
-        score = _point(v, column)[1]
-        if v.kind == "MHA" and score is not None and not v.tags:
-            ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
-            ax.annotate(
-                f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", fontsize=7, color="0.3",
-            )  # fmt: skip
+    _mha_lines(ax, table, column)
     ax.set_xticks(range(len(methods)), methods)
     ax.set_xlabel("conversion method (no uptraining)")
     where = "Average over each row's tasks" if column is None else column.label
@@ -285,20 +290,7 @@ def plot_uptraining(table: Table, column: Column | None = None) -> bytes:
             ax.annotate(
                 f"{y:.3g}", (x, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7
             )
-    for v in _computed(table):
-        score = _point(v, column)[1]
-        if (
-            v.kind == "MHA"
-            and v.conversion is None
-            and score is not None
-            and not v.tags
-            and not v.uptrain_alpha
-        ):
-            ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
-            ax.annotate(
-                f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", fontsize=7, color="0.3",
-            )  # fmt: skip
+    _mha_lines(ax, table, column, lambda v: v.conversion is None and not v.uptrain_alpha)
     ax.set_xlabel("uptraining fraction α (of the base's training steps)")
     where = "Average over each row's tasks" if column is None else column.label
     ax.set_ylabel(f"Quality ({where})")

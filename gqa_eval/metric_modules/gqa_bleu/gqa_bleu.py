@@ -3,8 +3,6 @@
 The score is `gqa_eval.metrics.score` on the same strings; no scoring code lives here.
 """
 
-import evaluate
-
 from gqa_eval import metrics
 from gqa_eval.metric_modules import base
 
@@ -43,15 +41,9 @@ _CITATION = """\
 
 
 class GqaBleu(base.GqaMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=base.GqaMetric.FEATURES,
-            codebase_urls=["https://github.com/mjpost/sacreBLEU"],
-            reference_urls=["https://www.aclweb.org/anthology/W18-6319"],
-        )
+    DESCRIPTION, CITATION, INPUTS = _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION
+    CODEBASE_URLS = ["https://github.com/mjpost/sacreBLEU"]
+    REFERENCE_URLS = ["https://www.aclweb.org/anthology/W18-6319"]
 
     def _compute(
         self,

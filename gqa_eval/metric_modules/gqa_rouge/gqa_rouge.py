@@ -3,8 +3,6 @@
 The scores are `gqa_eval.metrics.score` on the same strings; no scoring code lives here.
 """
 
-import evaluate
-
 from gqa_eval import metrics
 from gqa_eval.metric_modules import base
 
@@ -44,15 +42,9 @@ _CITATION = """\
 
 
 class GqaRouge(base.GqaMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=base.GqaMetric.FEATURES,
-            codebase_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
-            reference_urls=["https://aclanthology.org/W04-1013"],
-        )
+    DESCRIPTION, CITATION, INPUTS = _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION
+    CODEBASE_URLS = ["https://github.com/google-research/google-research/tree/master/rouge"]
+    REFERENCE_URLS = ["https://aclanthology.org/W04-1013"]
 
     def _compute(
         self,

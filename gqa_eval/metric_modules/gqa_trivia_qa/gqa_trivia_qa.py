@@ -4,8 +4,6 @@
 The scores are `gqa_eval.metrics.score` on the same strings; no scoring code lives here.
 """
 
-import evaluate
-
 from gqa_eval import metrics
 from gqa_eval.metric_modules import base
 
@@ -41,15 +39,9 @@ _CITATION = """\
 
 
 class GqaTriviaQa(base.GqaMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=base.GqaMetric.FEATURES,
-            codebase_urls=["https://github.com/mandarjoshi90/triviaqa"],
-            reference_urls=["https://aclanthology.org/P17-1147"],
-        )
+    DESCRIPTION, CITATION, INPUTS = _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION
+    CODEBASE_URLS = ["https://github.com/mandarjoshi90/triviaqa"]
+    REFERENCE_URLS = ["https://aclanthology.org/P17-1147"]
 
     def _compute(self, predictions, references, **other):
         self._check_other_options(other)
