@@ -79,7 +79,7 @@ def test_a_smoke_run_is_not_averaged_with_full_runs(tmp_path):
         ("timing_mode", "natural", "fixed"),
         ("batch_size", 8, 2),
         ("dtype", "float32", "bfloat16"),
-        ("device", "cpu", "cuda:0"),
+        ("device", "cpu", "cuda"),
     ],
 )
 def test_every_setting_that_changes_a_number_keeps_runs_apart(setting, usual, other):
@@ -89,6 +89,30 @@ def test_every_setting_that_changes_a_number_keeps_runs_apart(setting, usual, ot
     assert sorted(table) == ["tiny_t5 GQA-8 (mean)", tagged]
     assert table["tiny_t5 GQA-8 (mean)"].cells["cnn_dm_rouge1"].n == 2
     assert table[tagged].cells["cnn_dm_rouge1"].score == 10.0 and table[tagged].settings == {setting: other}
+
+
+@pytest.mark.parametrize(
+    ("setting", "usual", "other"),
+    [("device_name", "NVIDIA H100 80GB HBM3", "Tesla V100-SXM2-16GB"), ("threads", 2, 16)],
+)
+def test_runs_timed_on_different_hardware_are_never_one_cell(setting, usual, other):
+    # result.json keeps the hardware under environment; an H100 and a V100 timing are not averaged
+    env = {"device_name": "NVIDIA H100 80GB HBM3", "threads": 2}
+    runs = [result(environment=env), result(environment=env),
+            result(time_s=0.5, environment={**env, setting: other})]  # fmt: skip
+    table = by_label(pivot(rows_of(*runs)))
+    tagged = f"tiny_t5 GQA-8 (mean) [{setting}={other}]"
+    assert sorted(table) == ["tiny_t5 GQA-8 (mean)", tagged]
+    assert table["tiny_t5 GQA-8 (mean)"].cells["cnn_dm_rouge1"].time_s == pytest.approx(0.07)
+    assert table[tagged].cells["cnn_dm_rouge1"].time_s == 0.5
+
+
+def test_which_gpu_of_a_node_ran_a_job_splits_no_row():
+    # the parallel launcher or device=cuda:N put the jobs of one sweep on cuda:0, cuda:1, ...
+    env = {"device_name": "NVIDIA H100 80GB HBM3", "threads": 16}
+    runs = [result(device=f"cuda:{i}", score=50.0 + i, environment=env) for i in range(3)]
+    (variant,) = pivot(rows_of(*runs)).variants
+    assert variant.label == "tiny_t5 GQA-8 (mean)" and variant.cells["cnn_dm_rouge1"].n == 3
 
 
 def test_task_lengths_and_sizes_that_differ_by_task_are_not_tags():

@@ -156,6 +156,22 @@ def test_predictions_that_do_not_cover_the_task_are_no_row(runs, tmp_path):
     assert built.rows == [] and "shard 2/3: predictions.jsonl has 1 rows" in built.incomplete[0]["problem"]
 
 
+def test_shards_run_on_different_gpus_merge(runs, tmp_path):
+    # device=cuda:K per part (or a launcher's per-job GPU): the set is still one configuration
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs["root"] / "sweep", sweep, ignore=shutil.ignore_patterns(SHARDS_FILE, "*.csv"))
+    for k in range(N_SHARDS):
+        path = sweep / f"shard{k}" / "result.json"
+        result = json.loads(path.read_text())
+        result["config"]["device"] = result["device"] = f"cuda:{k}"
+        path.write_text(json.dumps(result))
+    built = write_report(sweep)
+    assert built.incomplete == [] and len(built.rows) == 1
+    (merged,) = read_csv(sweep / "summary.csv")
+    assert merged["shards"] == f"{N_SHARDS}/{N_SHARDS}" and merged["device"] == "cuda:0, cuda:1, cuda:2"
+    assert float(merged["bleu"]) == runs["full"]["metrics"]["bleu"]
+
+
 def test_gqa_eval_summary_merges_shards_beside_an_unsharded_run(runs, tmp_path):
     root, out = runs["root"], tmp_path / "report"
     summary = Path(sys.executable).parent / "gqa-eval-summary"

@@ -67,7 +67,8 @@ TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_tok
 PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png", "uptraining.png")
 SHARDS_FILE = "shards.json"
 # Config keys in which the shards of one run may differ: the shard itself, and where and how each ran.
-SHARD_INDEPENDENT = ("shard", "output_root", "resume", "progress")
+# device: the parts of one set may run on different GPUs of a node or cluster (cuda:0, cuda:1, ...)
+SHARD_INDEPENDENT = ("shard", "output_root", "resume", "progress", "device")
 
 
 def report_root(run_dir: Path, sweep_dir: Path | None, output_root: Path) -> Path:

@@ -48,7 +48,9 @@ INCOMPLETE_NOTE = (
 # run that differs is tagged [setting=value] and goes into a row of its own, so that a limit=8 smoke run
 # or a fixed-timing run never moves a row of full natural-timing runs. In the order tags are written.
 TASK_SETTINGS = ("n_samples", "split", "max_input_tokens", "max_new_tokens")
-RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device", "decode_path")
+# device_name and threads: the hardware that timed a run (result.json's environment); an H100 run and a
+# V100 run, or a 2-thread and a 16-thread CPU run, are never one cell
+RUN_SETTINGS = ("timing_mode", "batch_size", "dtype", "device", "decode_path", "device_name", "threads")
 SETTINGS = (*TASK_SETTINGS, *RUN_SETTINGS)
 LARGEST = ("n_samples", "max_input_tokens", "max_new_tokens")
 TABLE_CSV_HEAD = [
@@ -153,7 +155,14 @@ def _column_order(col: Column) -> tuple:
 
 
 def _setting(row: dict, name: str):
-    return _timing_mode(row) if name == "timing_mode" else row.get(name)
+    if name == "timing_mode":
+        return _timing_mode(row)
+    if name == "device":  # cpu or cuda: which GPU of a node (cuda:1) changes no number; device_name
+        devices = {str(d).split(":")[0] for d in str(row.get(name) or "").split(", ") if d}
+        return ", ".join(sorted(devices)) or None
+    if name == "threads" and row.get(name) is not None:
+        return str(row[name])  # a merged shard set's "2, 16" compares with a run's 2
+    return row.get(name)
 
 
 def _timing_mode(row: dict) -> str:
