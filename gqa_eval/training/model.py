@@ -58,18 +58,19 @@ def lean_attention(model: torch.nn.Module) -> Iterator[None]:
 def pooled_kv(model: torch.nn.Module, groups: int) -> dict[str, torch.Tensor]:
     """Parameter overrides that run ``model`` as its mean-pooled GQA-``groups`` conversion would.
 
-    Each converted K/V projection is replaced by its contiguous group means, repeated back to the H heads
-    (the same function as ``convert_to_gqa`` followed by grouped attention), as a differentiable function
-    of the MHA weights, so a training step through it updates the distinct heads.
+    Each converted K/V projection's weight, and its bias where it has one (Qwen2, BART-like), is replaced
+    by its contiguous group means, repeated back to the H heads (the same function as ``convert_to_gqa``
+    followed by grouped attention), as a differentiable function of the MHA weights, so a training step
+    through it updates the distinct heads.
     """
     family = family_of(model)
     kv_heads, dim = family.kv_heads, family.head_dim
-    targets = {id(proj.weight) for proj in family.kv_projections()}
+    targets = {id(p) for proj in family.kv_projections() for p in (proj.weight, proj.bias) if p is not None}
     overrides = {}
-    for name, weight in model.named_parameters():
-        if id(weight) in targets:
-            heads = weight.view(groups, kv_heads // groups, dim, -1)  # (G, H/G, D, d_model)
-            overrides[name] = heads.mean(dim=1, keepdim=True).expand_as(heads).reshape(weight.shape)
+    for name, param in model.named_parameters():
+        if id(param) in targets:
+            heads = param.view(groups, kv_heads // groups, dim, *param.shape[1:])  # (G, H/G, D[, d_model])
+            overrides[name] = heads.mean(dim=1, keepdim=True).expand_as(heads).reshape(param.shape)
     return overrides
 
 
