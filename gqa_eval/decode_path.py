@@ -18,7 +18,7 @@ reported as ``timing.warmup_s``: the one-time cost to weigh against the per-step
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,6 +41,14 @@ class DecodePath:
         if self.compiled:
             return "compiled+cuda_graphs" if self.cuda_graphs else "compiled"
         return "static" if self.static else "eager"
+
+    def ran_on(self, model: torch.nn.Module) -> DecodePath:
+        """The path that ran once ``model`` has generated: transformers falls back to the eager step over
+        the static cache without a word where it will not compile (a quantizer that cannot, CPU or disk
+        offload, a cache it cannot compile, Llama 4), and then leaves no compiled call on the model."""
+        if self.compiled and getattr(model, "_compiled_call", None) is None:
+            return replace(self, compiled=False, cuda_graphs=False)
+        return self
 
     def padded_width(self, width: int) -> int:
         m = self.pad_to_multiple_of

@@ -192,3 +192,18 @@ def test_decode_kernels_benchmark_runs():
         if line.split()[:1] in (["6"], ["3"], ["2"], ["1"])
     ]
     assert kv_rows == ["6", "3", "2", "1"]
+
+
+def test_result_records_the_decode_path_that_ran(tmp_path, monkeypatch):
+    """transformers silently runs the eager step where it will not compile (a quantizer, CPU offload, a
+    cache it cannot compile): result.json says what ran, and what was asked for beside it."""
+    from transformers import GenerationMixin
+
+    from gqa_eval.evaluate import evaluate
+
+    assert DecodePath(compiled=True, static=True).ran_on(torch.nn.Linear(1, 1)).name == "static"
+    monkeypatch.setattr(GenerationMixin, "_valid_auto_compile_criteria", lambda *args: False)
+    overrides = [f"output_root={tmp_path}", "limit=2", "task.max_new_tokens=3", "generation.compile=true",
+                 "timing.roofline=false", "progress=false"]  # fmt: skip
+    result = evaluate(compose_config(overrides=overrides), output_dir=tmp_path / "run")
+    assert (result["decode_path"], result["decode_path_requested"]) == ("static", "compiled")
