@@ -295,9 +295,20 @@ def report(result: dict, job: int | None = None, already: bool = False) -> str:
     if reused:
         rest = f"timed: the other {n - reused}" if isinstance(n, int) and n > reused else "nothing timed"
         lines.append(f"  resumed  {reused} of {n} predictions reused from an earlier session ({rest})")
+    if result.get("uptrain"):
+        up = result["uptrain"]
+        where = f" into {up['checkpoint']}" if up.get("checkpoint") else ""
+        lines.append(
+            f"  uptrained alpha {result.get('uptrain_alpha')} ({result.get('uptrain_steps')} steps){where}"
+        )
     lines.append(f"  result   {result_path}")
     if result.get("summary_path"):
         lines.append(f"  summary  {result['summary_path']}")
+    others = [f for f in result.get("report_files") or [] if f != result.get("summary_path")]
+    if others:
+        folder = Path(others[0]).parent
+        names = ", ".join(os.path.relpath(f, folder) for f in others)
+        lines.append(f"  report   {names} in {folder}")
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from gqa_eval.decode_path import from_config as decode_path_of
 from gqa_eval.generation import generate
 from gqa_eval.io import write_atomic
 from gqa_eval.paths import resolve
-from gqa_eval.report.summary import report_root, write_summary
+from gqa_eval.report.summary import report_root, write_report
 from gqa_eval.resume import PREDICTIONS, fingerprint, load_predictions
 from gqa_eval.tasks import (
     encode,
@@ -308,8 +308,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str,
         "config": plain,
     }
     summary_root = report_root(run_dir, sweep_dir, Path(cfg.output_root)) if hydra_dir else None
-    result["summary_path"] = str(summary_root / "summary.csv") if summary_root is not None else None
+    summary_path = (summary_root / "summary.csv").resolve() if summary_root is not None else None
+    result["summary_path"] = str(summary_path) if summary_path is not None else None
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    if summary_root is not None:
-        write_summary(summary_root)
+    if summary_root is not None:  # the report's files, for the end-of-run block (not in result.json)
+        result["report_files"] = [str(p.resolve()) for p in write_report(summary_root).files]
     return result

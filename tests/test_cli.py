@@ -37,7 +37,12 @@ def test_finished_run_reports_and_is_never_changed(app, tmp_path):
     assert f"score    bleu {result['score']:.2f} over 2 examples" in out
     assert f"time     {result['time_per_sample_s']:.4f} s per sample (natural timing)" in out
     assert f"result   {run_dir / 'result.json'}" in out and f"summary  {tmp_path / 'summary.csv'}" in out
-    assert "resumed" not in out
+    assert "resumed" not in out and "uptrained" not in out
+    # every file the report wrote is named: table.md and the plots beside summary.csv
+    report_line = next(line for line in out.splitlines() if line.startswith("  report   "))
+    assert report_line.endswith(f" in {tmp_path}")
+    for name in ("table.md", "table.csv", "quality_vs_time.png", "uptraining.png"):
+        assert name in report_line and (tmp_path / name).exists()
     assert {"result.json", "predictions.jsonl", "fingerprint.json", ".hydra/config.yaml",
             ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= set(snapshot(run_dir))  # fmt: skip
     assert "- model=gqa4" in (run_dir / ".hydra/overrides.yaml").read_text()
@@ -195,3 +200,14 @@ def test_unwritable_output_is_one_line_and_a_bug_keeps_its_traceback(app, tmp_pa
     with pytest.raises(IsADirectoryError, match="a bug"):
         app(*QUICK, f"output_root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert "traceback" in json.loads((tmp_path / "run" / "error.json").read_text())
+
+
+def test_end_of_run_block_says_where_uptraining_went_and_paths_are_absolute(app, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # output_root=outputs, relative: the summary line is absolute all the same
+    code, out = app("model=gqa4", *QUICK, "output_root=outputs", "hydra.run.dir=outputs/run")
+    assert code == 0, code
+    assert f"summary  {tmp_path / 'outputs' / 'summary.csv'}" in out
+    result = json.loads((tmp_path / "outputs" / "run" / "result.json").read_text())
+    uptrained = {**result, "uptrain": {"alpha": 0.05, "steps": 100, "checkpoint": "/x/uptrained/a"},
+                 "uptrain_alpha": 0.05, "uptrain_steps": 100}  # fmt: skip
+    assert "  uptrained alpha 0.05 (100 steps) into /x/uptrained/a" in cli.report(uptrained).splitlines()
