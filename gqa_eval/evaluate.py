@@ -101,6 +101,30 @@ def _check_config(cfg: DictConfig) -> None:
             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
             + "; ".join(hint.get(k, f"set {k}=...") for k in missing)
         )
+
+    def whole(value, floor: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= floor
+
+    seed = cfg.get("seed")
+    if not whole(seed, 0):
+        raise ValueError(f"seed must be a whole number >= 0, got seed={seed!r}")
+    kv_heads = cfg.model.get("kv_heads")
+    if kv_heads is not None and not whole(kv_heads, 1):
+        raise ValueError(
+            f"model.kv_heads must be a whole number of key/value heads >= 1 (or null: the base's), "
+            f"got model.kv_heads={kv_heads!r}"
+        )
+    if kv_heads is not None and cfg.model.get("conversion") == "saved":
+        raise ValueError(
+            f"model=saved evaluates model.checkpoint with its own key/value heads; model.kv_heads={kv_heads} "
+            "does not apply: drop it, or convert the base with model=gqa model.kv_heads=N"
+        )
+    new_tokens = cfg.task.get("max_new_tokens")
+    if not whole(new_tokens, 1):
+        raise ValueError(
+            "task.max_new_tokens must be a whole number of tokens >= 1, "
+            f"got task.max_new_tokens={new_tokens!r}"
+        )
     limit = cfg.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError(

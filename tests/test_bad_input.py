@@ -46,6 +46,10 @@ def test_valid_json_document_still_loads(compose_cfg, tmp_path):
         ("limit=0", r"limit must be a positive whole number"),
         ("batch_size=0", r"batch_size must be a whole number >= 1, got batch_size=0"),
         ("base.chat_template=maybe", r"base.chat_template must be auto, true or false"),
+        ("seed=abc", r"seed must be a whole number >= 0, got seed='abc'"),
+        ("model.kv_heads=abc", r"model.kv_heads must be a whole number of key/value heads >= 1 .*'abc'"),
+        ("model.kv_heads=0", r"model.kv_heads must be a whole number of key/value heads >= 1 .*=0"),
+        ("task.max_new_tokens=0", r"task.max_new_tokens must be a whole number of tokens >= 1, got .*=0"),
     ],
 )
 def test_bad_values_are_refused_before_any_work(compose_cfg, tmp_path, override, message):
@@ -59,6 +63,14 @@ def test_saved_model_without_checkpoint_is_an_error_naming_the_key(compose_cfg, 
     with pytest.raises(ValueError, match=expected):
         evaluate(compose_cfg(["model=saved", "limit=2"]), output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing written, the base never evaluated under "saved"
+
+
+def test_saved_model_with_kv_heads_is_refused_naming_both_keys(compose_cfg, tmp_path):
+    overrides = ["model=saved", f"model.checkpoint={tmp_path}", "model.kv_heads=4", "limit=2"]
+    expected = r"model=saved evaluates model.checkpoint .* model.kv_heads=4 does not apply"
+    with pytest.raises(ValueError, match=expected):
+        evaluate(compose_cfg(overrides), output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_gqa_without_kv_heads_is_an_error_naming_the_key(compose_cfg, tmp_path):
