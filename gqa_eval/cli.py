@@ -119,6 +119,88 @@ def renamed_key_line(text: str) -> str | None:
     return None
 
 
+# Config groups under conf/ (``+experiment=``, ``+finetuned=``, ``model=``, ...) and Hydra's own keys
+# are not settings of the primary config; every other key on the command line must name one of them.
+NOT_SETTINGS = ("hydra",)
+
+
+def _leaf_paths(node: Any, prefix: str) -> list[str]:
+    """Every dotted key below ``prefix`` in the plain config ``node`` (``prefix`` itself included)."""
+    paths = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            paths += _leaf_paths(value, f"{prefix}.{key}")
+    return paths
+
+
+def config_keys(config_name: str = "config") -> tuple[set[str], set[str], list[str]]:
+    """The primary config's top-level keys, the config groups under conf/, and every dotted key below
+    the top level (config.yaml's own and those of each file of the groups its defaults list names)."""
+    conf = PROJECT_ROOT / "conf"
+    primary = OmegaConf.to_container(OmegaConf.load(conf / f"{config_name}.yaml"), resolve=False)
+    groups = {p.name for p in conf.iterdir() if p.is_dir()}
+    top = {str(k) for k in primary if k != "defaults"}
+    nested: list[str] = []
+    for key in sorted(top - set(NOT_SETTINGS)):
+        nested += _leaf_paths(primary[key], key)[1:]
+    for entry in primary.get("defaults") or []:
+        group = next(iter(entry)) if isinstance(entry, dict) else None
+        if group is None or group.startswith(("override ", "hydra")) or group not in groups:
+            continue
+        top.add(group)
+        for path in sorted((conf / group).glob("*.yaml")):
+            if "@package" in path.read_text(encoding="utf-8").split("\n", 1)[0]:
+                continue  # a file that sets keys elsewhere (_global_) is no part of the group's node
+            values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            nested += _leaf_paths(values, group)[1:]
+    return top, groups, list(dict.fromkeys(nested))
+
+
+def misplaced_key_line(overrides: list[str], config_name: str = "config") -> str | None:
+    """For the first override whose top-level key is no setting of the app's config (``+conversion=aligned``,
+    which Hydra would add to the config unused), one line naming the real key where there is one
+    (``model.conversion``). None if every override names a setting, a config group or a Hydra key, and
+    for overrides Hydra cannot parse (it says so itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # Hydra's own message for a malformed override
+        return None
+    top, groups, nested = config_keys(config_name)
+    for override in parsed:
+        key = override.key_or_group
+        first = key.split(".")[0]
+        if override.is_delete() or "/" in key or first in top or first in groups or first in NOT_SETTINGS:
+            continue
+        value = (override.input_line or "=").split("=", 1)[1]  # as typed (a sweep's a,b too)
+        matches = [path for path in nested if path.endswith(f".{key}")]
+        if matches:
+            options = [f"{path}={value}" for path in matches]
+            guess = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+            return f"unknown key '{key}': did you mean {guess}?"
+        return (
+            f"unknown key '{key}': no setting is named {key} (the settings: conf/{config_name}.yaml's, "
+            f"and those of {', '.join(f'{g}=' for g in sorted((top & groups) - set(NOT_SETTINGS)))})"
+        )
+    return None
+
+
+def _argv_overrides() -> list[str] | None:
+    """The overrides on this process's command line, as Hydra's argument parser takes them; None where
+    another config is asked for (--config-name / --config-path / --config-dir) or the line is Hydra's
+    to refuse."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    except (SystemExit, Exception):
+        return None
+    if args.config_name or args.config_path or args.config_dir:
+        return None
+    return list(args.overrides or [])
+
+
 class RunDirError(FileExistsError):
     """The run directory holds another run, or a finished one; nothing was written to it."""
 
@@ -322,6 +404,10 @@ def main(cfg: DictConfig) -> dict | None:
     assign_job_gpu(cfg, hc, job)  # a parallel local sweep: one GPU per job, before CUDA starts
     run_dir, owned = None, False
     try:
+        # a sweep's own +key=... parameters too (as typed: an override's ${...} is not resolved here)
+        misplaced = misplaced_key_line(OmegaConf.to_container(hc.overrides.task, resolve=False))
+        if misplaced:
+            raise ValueError(misplaced)
         run_dir = _run_dir(cfg)
         finished = check_run_dir(cfg, run_dir)
         if finished is not None:
@@ -394,6 +480,11 @@ def run() -> None:
     from gqa_eval.report.callback import SWEEP_FAILURES
 
     SWEEP_FAILURES.clear()  # a sweep's, not an earlier one's in the same process
+    # An unknown top-level key (+conversion=aligned, meant as model.conversion=aligned) is refused before
+    # Hydra creates a run directory: Hydra would add it to the config, unused, and run something else.
+    misplaced = misplaced_key_line(_argv_overrides() or [])
+    if misplaced:
+        sys.exit(f"gqa-eval: error: {misplaced}")
     _run_app(main, "gqa-eval")
     # jobs that failed in this process, else (jobs run by joblib or submitit in other processes) the
     # failures the end-of-sweep report found in the sweep directory
