@@ -88,6 +88,11 @@ def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return out
 
 
+def _whole(value, floor: int) -> bool:
+    """A whole number >= ``floor`` (a bool is none: ``true`` reads as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= floor
+
+
 def _check_config(cfg: DictConfig) -> None:
     """Refuse, in one line naming the key, a config with a required value unset or a value of the wrong
     kind, before anything is loaded or written."""
@@ -102,14 +107,11 @@ def _check_config(cfg: DictConfig) -> None:
             + "; ".join(hint.get(k, f"set {k}=...") for k in missing)
         )
 
-    def whole(value, floor: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= floor
-
     seed = cfg.get("seed")
-    if not whole(seed, 0):
+    if not _whole(seed, 0):
         raise ValueError(f"seed must be a whole number >= 0, got seed={seed!r}")
     kv_heads = cfg.model.get("kv_heads")
-    if kv_heads is not None and not whole(kv_heads, 1):
+    if kv_heads is not None and not _whole(kv_heads, 1):
         raise ValueError(
             f"model.kv_heads must be a whole number of key/value heads >= 1 (or null: the base's), "
             f"got model.kv_heads={kv_heads!r}"
@@ -120,13 +122,13 @@ def _check_config(cfg: DictConfig) -> None:
             "does not apply: drop it, or convert the base with model=gqa model.kv_heads=N"
         )
     new_tokens = cfg.task.get("max_new_tokens")
-    if not whole(new_tokens, 1):
+    if not _whole(new_tokens, 1):
         raise ValueError(
             "task.max_new_tokens must be a whole number of tokens >= 1, "
             f"got task.max_new_tokens={new_tokens!r}"
         )
     limit = cfg.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+    if limit is not None and not _whole(limit, 1):
         raise ValueError(
             f"limit must be a positive whole number of examples or null for all, got limit={limit!r}"
         )
