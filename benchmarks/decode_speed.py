@@ -2,7 +2,7 @@
 
 The KV-heavy case of the GQA paper's motivation (arXiv 2305.13245, sec. 1): a long source, so every
 decode step re-reads the cross-attention (T5) or prompt (decoder-only) K/V cache, and fewer K/V heads
-move fewer bytes. Every variant is the same model converted with ``gqa_eval.convert.convert_to_gqa``;
+move fewer bytes. Every variant is the same model converted with ``gqa_eval.convert_to_gqa``;
 ``mha`` is the unconverted model on transformers' own attention path.
 
 Each repeat runs every variant once, in an order that rotates from repeat to repeat (A B C, B C A, ...),

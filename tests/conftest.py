@@ -84,7 +84,7 @@ def make_decoder(family: str = "llama", n_heads: int = 8, kv_heads: int = 8, see
 
 def repeated_t5(converted, original):
     """An MHA copy of ``original`` whose decoder K/V heads carry their group's converted weights."""
-    from gqa_eval.convert import t5_decoder_attentions
+    from gqa_eval import t5_decoder_attentions
 
     reference = copy.deepcopy(original)
     for src, dst in zip(t5_decoder_attentions(converted), t5_decoder_attentions(reference), strict=True):

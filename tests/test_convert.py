@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_decoder, make_t5, repeated_t5
 
-from gqa_eval.convert import convert_to_gqa, pool_heads, t5_decoder_attentions  # the public import path
+from gqa_eval import convert_to_gqa, pool_heads, t5_decoder_attentions  # the public import path
 from gqa_eval.variant.attention import grouped_attention
 from gqa_eval.variant.checkpoints import load_checkpoint
 

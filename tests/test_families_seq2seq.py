@@ -13,7 +13,7 @@ import torch
 import transformers
 from torch import nn
 
-from gqa_eval.convert import convert_to_gqa
+from gqa_eval import convert_to_gqa
 from gqa_eval.generation import returned_cache
 from gqa_eval.variant.attention import ATTN_IMPLEMENTATION
 from gqa_eval.variant.bart import BartFamily, bart_decoder_attentions

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -14,9 +16,8 @@ import torch
 from conftest import make_decoder, make_t5
 from torch import nn
 
-import gqa_eval.convert
+import gqa_eval
 import gqa_eval.metrics
-import gqa_eval.models
 from gqa_eval import roofline
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.variant import Family, family_of
@@ -26,15 +27,32 @@ from gqa_eval.variant.decoder import DecoderFamily
 from gqa_eval.variant.t5 import T5Family
 
 
-def test_public_entry_points_are_the_moved_code():
-    assert gqa_eval.convert.convert_to_gqa is convert_to_gqa
-    assert gqa_eval.models.load_checkpoint is load_checkpoint
+def test_the_package_face_is_the_stages_own_code():
+    assert gqa_eval.convert_to_gqa is convert_to_gqa
+    assert gqa_eval.load_checkpoint is load_checkpoint
+    assert gqa_eval.family_of is family_of
+    assert set(gqa_eval.__all__) <= set(dir(gqa_eval))
+    for name in gqa_eval.__all__:
+        assert getattr(gqa_eval, name) is not None, name
     assert callable(gqa_eval.metrics.score)
     model = make_t5(n_heads=8)
-    assert gqa_eval.convert.attention_heads(gqa_eval.convert.convert_to_gqa(model, 2)) == (8, 2)
-    assert gqa_eval.convert.head_dim(model) == 4 and gqa_eval.convert.architecture(model) == "t5"
+    assert gqa_eval.attention_heads(gqa_eval.convert_to_gqa(model, 2)) == (8, 2)
+    assert gqa_eval.head_dim(model) == 4 and gqa_eval.architecture(model) == "t5"
     scores = gqa_eval.metrics.score(["rouge1"], ["the cat sat"], [["the cat sat"]])
     assert scores["rouge1"] == pytest.approx(100.0)
+    with pytest.raises(AttributeError, match="no attribute 'convert_to_gpa'"):
+        gqa_eval.convert_to_gpa  # noqa: B018
+
+
+def test_importing_the_package_loads_no_torch():
+    """The face is lazy: ``import gqa_eval`` (what every console script and metric module does first)
+    pays for torch and transformers only when a name that needs them is used."""
+    code = "import sys, gqa_eval; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    code = "import sys, gqa_eval; gqa_eval.convert_to_gqa; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"]
 
 
 def test_every_console_script_resolves():
@@ -126,7 +144,7 @@ def _table_paths(readme: str) -> tuple[set[str], set[str]]:
             elif re.fullmatch(r"gqa_eval(\.\w+)+", token):
                 parts = token.split(".")
                 while parts and not (PROJECT_ROOT / ("/".join(parts) + ".py")).is_file():
-                    parts.pop()  # gqa_eval.models.load_checkpoint -> gqa_eval/models.py
+                    parts.pop()  # gqa_eval.variant.checkpoints.load_checkpoint -> its module
                 if parts:
                     modules.add("/".join(parts) + ".py")
     return modules, folders

@@ -16,7 +16,7 @@ from conftest import compose_config, make_decoder, make_t5, read_jsonl, task_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from gqa_eval.convert import attention_heads, convert_to_gqa
+from gqa_eval import attention_heads, convert_to_gqa
 from gqa_eval.generation import generate
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer

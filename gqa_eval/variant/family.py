@@ -184,3 +184,19 @@ def family_of(model: nn.Module | Family) -> Family:
         "num_key_value_heads and whose attention has k_proj/v_proj or qkv_proj"
         + "".join(f"; {reason}" for reason in reasons)
     )
+
+
+def architecture(model: nn.Module) -> str:
+    """The family name of ``model`` (``family_of(model).name``)."""
+    return family_of(model).name
+
+
+def attention_heads(model: nn.Module) -> tuple[int, int]:
+    """``(n_heads, kv_heads)`` of the attention conversion acts on (T5: the decoder)."""
+    family = family_of(model)
+    return family.n_heads, family.kv_heads
+
+
+def head_dim(model: nn.Module) -> int:
+    """Width of one attention head (``family_of(model).head_dim``)."""
+    return family_of(model).head_dim
