@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from gqa_eval.training.model import lean_attention
+from gqa_eval.training.kernels import lean_attention
 from gqa_eval.variant.conversion import convert_to_gqa
 
 

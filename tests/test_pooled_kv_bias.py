@@ -11,7 +11,7 @@ from conftest import make_decoder
 from test_families_seq2seq import BATCH, make_seq2seq
 
 from gqa_eval import convert_to_gqa
-from gqa_eval.training.model import pooled_kv
+from gqa_eval.training.pooled import pooled_kv
 from gqa_eval.variant.family import family_of
 
 

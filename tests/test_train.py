@@ -21,8 +21,9 @@ from gqa_eval.generation import generate
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
 from gqa_eval.training.data import collate, encode_pairs, generator, plan_epoch, training_examples
+from gqa_eval.training.kernels import lean_attention
 from gqa_eval.training.loop import lr_factor, train
-from gqa_eval.training.model import lean_attention, pooled_kv
+from gqa_eval.training.pooled import pooled_kv
 from gqa_eval.variant.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,6 +35,7 @@ from gqa_eval.io import readable_weights, replace_dir
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
+from gqa_eval.training.architecture import build_model
 from gqa_eval.training.data import (
     BatchStream,
     collate,
@@ -44,7 +45,8 @@ from gqa_eval.training.data import (
     train_tokenizer,
     training_examples,
 )
-from gqa_eval.training.model import build_model, lean_attention, pooled_kv, pooling_for_step
+from gqa_eval.training.kernels import lean_attention
+from gqa_eval.training.pooled import pooled_kv, pooling_for_step
 from gqa_eval.variant import family_of
 from gqa_eval.variant.checkpoints import checkpoint_source, load_checkpoint, model_class, resolve_device
 from gqa_eval.variant.conversion import calibrate_and_convert

@@ -1,58 +1,18 @@
-"""Training stage, model side: build a model from a config, run T5 attention fast on CPU, and run a step
-as a mean-pooled GQA conversion.
+"""Training stage: run a step as a mean-pooled GQA conversion of the model being trained.
 
 ``pooled_kv`` gives the parameter overrides under which a forward pass is exactly that of the model's
 mean-pooled GQA-G conversion (``gqa_eval.variant.conversion``, Ainslie et al. 2023, arXiv 2305.13245,
 sec. 2.1), as a differentiable function of the MHA weights; ``pooling_for_step`` draws which G a training
-step uses. ``lean_attention`` runs T5 through the grouped attention's training kernel
-(``gqa_eval.variant.attention``, scores in the autocast dtype).
+step uses.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from gqa_eval.variant import family_of
-from gqa_eval.variant.attention import TRAINING_ATTN_IMPLEMENTATION
-
-
-def build_model(architecture: DictConfig, tokenizer) -> torch.nn.Module:
-    """A freshly initialised ``architecture.family`` model (t5 or llama) sized by ``architecture.config``."""
-    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
-    families = {"t5": (T5Config, T5ForConditionalGeneration), "llama": (LlamaConfig, LlamaForCausalLM)}
-    if architecture.family not in families:
-        raise ValueError(
-            f"unknown architecture.family {architecture.family!r}; choose one of {list(families)}"
-        )
-    config_cls, model_cls = families[architecture.family]
-    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    if architecture.family == "t5":
-        special["decoder_start_token_id"] = tokenizer.pad_token_id
-    else:
-        special["bos_token_id"] = tokenizer.bos_token_id
-    config = config_cls(vocab_size=len(tokenizer), **special, **OmegaConf.to_container(architecture.config))
-    return model_cls(config)
-
-
-@contextmanager
-def lean_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Route a T5 model's attention through the trainer's kernel (``gqa_t5_train`` of
-    :mod:`gqa_eval.variant.attention`) for a forward pass (other families: no-op)."""
-    stacks = [model.encoder, model.decoder] if model.config.model_type == "t5" else []
-    saved = [stack.config._attn_implementation for stack in stacks]
-    for stack in stacks:
-        stack.config._attn_implementation = TRAINING_ATTN_IMPLEMENTATION
-    try:
-        yield
-    finally:
-        for stack, name in zip(stacks, saved, strict=True):
-            stack.config._attn_implementation = name
 
 
 def pooled_kv(model: torch.nn.Module, groups: int) -> dict[str, torch.Tensor]:
