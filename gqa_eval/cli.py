@@ -186,19 +186,61 @@ def misplaced_key_line(overrides: list[str], config_name: str = "config") -> str
     return None
 
 
-def _argv_overrides() -> list[str] | None:
-    """The overrides on this process's command line, as Hydra's argument parser takes them; None where
-    another config is asked for (--config-name / --config-path / --config-dir) or the line is Hydra's
-    to refuse."""
+def _argv() -> Any:
+    """This process's command line as Hydra's argument parser takes it; None where another config is
+    asked for (--config-name / --config-path / --config-dir) or the line is Hydra's to refuse."""
     from hydra._internal.utils import get_args_parser
 
     try:
         args, _ = get_args_parser().parse_known_args(sys.argv[1:])
     except (SystemExit, Exception):
         return None
-    if args.config_name or args.config_path or args.config_dir:
-        return None
-    return list(args.overrides or [])
+    return None if args.config_name or args.config_path or args.config_dir else args
+
+
+def _argv_overrides() -> list[str] | None:
+    """The overrides on this process's command line (:func:`_argv`), None where it gives none."""
+    args = _argv()
+    return None if args is None else list(args.overrides or [])
+
+
+def _launcher(overrides: list[str]) -> str | None:
+    """The ``hydra/launcher=`` option the command line picks (the last one), None if it picks none."""
+    picked = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == "hydra/launcher"]
+    return picked[-1] if picked else None
+
+
+def _quoted(path: Path) -> str | None:
+    """``path`` as a quoted Hydra override value; None for one that quoting cannot carry as it is."""
+    text = str(path)
+    return None if any(c in text for c in "'\\$") else f"'{text}'"
+
+
+def refuse_before_hydra() -> None:
+    """Exit with one line where the command line would be refused, before Hydra writes anything: an
+    unknown top-level key, a launcher this machine lacks, a run or sweep job whose config, resume=PATH
+    or run directory is refused (gqa_eval/refusals.py). A single run's resume=PATH becomes Hydra's run
+    directory, so that no other, empty one is made."""
+    from gqa_eval.launch import launcher_refusal
+    from gqa_eval.refusals import precheck
+
+    args = _argv()
+    overrides = list(args.overrides or []) if args is not None else []
+    # An unknown top-level key (+conversion=aligned, meant as model.conversion=aligned): Hydra would add
+    # it to the config, unused, and run something else.
+    line = misplaced_key_line(overrides) or launcher_refusal(_launcher(overrides))
+    if line:
+        sys.exit(f"gqa-eval: error: {line}")
+    if args is None or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return  # Hydra prints something and runs nothing
+    multirun = bool(args.multirun) or "hydra.mode=MULTIRUN" in overrides
+    checked = precheck(overrides, multirun)
+    if checked.line:
+        sys.exit(f"gqa-eval: error: {checked.line}")
+    if checked.resume_dir is not None and not any(o.startswith("hydra.run.dir=") for o in overrides):
+        value = _quoted(checked.resume_dir)
+        if value:
+            sys.argv.append(f"hydra.run.dir={value}")
 
 
 class RunDirError(FileExistsError):
@@ -480,11 +522,7 @@ def run() -> None:
     from gqa_eval.report.callback import SWEEP_FAILURES
 
     SWEEP_FAILURES.clear()  # a sweep's, not an earlier one's in the same process
-    # An unknown top-level key (+conversion=aligned, meant as model.conversion=aligned) is refused before
-    # Hydra creates a run directory: Hydra would add it to the config, unused, and run something else.
-    misplaced = misplaced_key_line(_argv_overrides() or [])
-    if misplaced:
-        sys.exit(f"gqa-eval: error: {misplaced}")
+    refuse_before_hydra()
     _run_app(main, "gqa-eval")
     # jobs that failed in this process, else (jobs run by joblib or submitit in other processes) the
     # failures the end-of-sweep report found in the sweep directory

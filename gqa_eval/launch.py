@@ -15,12 +15,17 @@ when it is set (so a user's narrower choice is kept: jobs are spread over those 
 ``nvidia-smi -L``'s, counted without initialising CUDA. ``device=cuda:N`` or ``GQA_EVAL_GPU_PER_JOB=0``
 leaves every job with all the visible GPUs. SLURM (``submitit_slurm``) and ``submitit_local`` set
 ``CUDA_VISIBLE_DEVICES`` for each job themselves and are left alone.
+
+Before anything runs, :func:`launcher_refusal` says in one line what a chosen launcher lacks: the
+plugin of the cluster extra, or SLURM's commands on PATH.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +38,20 @@ OFF = ("0", "false", "no", "off")
 PARALLEL_LAUNCHERS = ("JoblibLauncher",)  # the launchers that run several jobs at once in this machine
 CPU_JOBS = 2  # hydra/launcher=parallel's n_jobs on a machine without a GPU
 _LOCK_PREFIX = ".gpu-"
+
+# The hydra/launcher= options that the cluster extra installs (this project's presets and the plugins'
+# own names), and the module each needs.
+CLUSTER_LAUNCHERS = {
+    "parallel": "hydra_plugins.hydra_joblib_launcher",
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+}
+SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
+# submitit's SlurmExecutor refuses to start without srun; the jobs are submitted with sbatch
+SLURM_TOOLS = ("srun", "sbatch")
+INSTALL = 'pip install -e ".[cluster]"'
 
 # This process's GPU, once a job in it took one: (gpu, job number, open lock file or None).
 _HELD: tuple[str, int, Any] | None = None
@@ -194,3 +213,28 @@ def assign_job_gpu(cfg: Any, hc: Any, job_num: int | None) -> None:
     line = assign_gpu(str(device), job_num, str(target), lock_dir)
     if line:
         print(line, flush=True)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def launcher_refusal(launcher: str | None) -> str | None:
+    """One line naming what ``hydra/launcher=launcher`` lacks on this machine, and the fix; None where
+    it has what it needs (or is none of the cluster extra's)."""
+    module = CLUSTER_LAUNCHERS.get(str(launcher))
+    if module is None:
+        return None
+    if not _installed(module) or (module.endswith("submitit_launcher") and not _installed("submitit")):
+        return f"hydra/launcher={launcher} needs the cluster extra, not installed: {INSTALL}"
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if launcher in SLURM_LAUNCHERS and missing:
+        return (
+            f"hydra/launcher={launcher} submits SLURM jobs, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH: run it on the cluster's login node, or "
+            "sweep on this machine with hydra/launcher=parallel"
+        )
+    return None

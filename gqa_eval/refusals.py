@@ -1,0 +1,150 @@
+"""Refusal stage: a command line that would be refused is refused before Hydra creates anything.
+
+Hydra makes the run directory (a single run), or the sweep directory and its ``multirun.yaml`` (``-m``),
+before the task function starts: a run refused there would leave a directory that the report lists as
+a failed run, and a sweep refused in an existing sweep directory would have rewritten its
+``multirun.yaml``. So ``gqa-eval`` first composes each run of its command line in memory with Hydra's
+compose API, as Hydra will (a sweep: every job of the basic sweeper's cartesian product), and runs the
+checks the run would run first: the config's values (``evaluate``'s check), ``resume=PATH``, and the run
+directory it would write where that exists (``cli.check_run_dir``). A command line Hydra itself cannot
+compose is left to Hydra, which says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gqa_eval.paths import PROJECT_ROOT, resolve
+from gqa_eval.resume import PREDICTIONS
+
+# Jobs composed one by one (~60 ms each); a larger sweep has a covering subset of them checked: every
+# value of every swept key at least once.
+MAX_COMPOSED = 100
+
+
+class Precheck(NamedTuple):
+    line: str | None  # the refusal, one line; None: nothing refused
+    resume_dir: Path | None  # a single run's resume=PATH, for Hydra to use as its run directory
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[tuple[int | None, list[str]]] | None:
+    """(job number, overrides) of each run the command line starts, as Hydra's basic sweeper numbers
+    them (None for a single run); a covering subset of a sweep of more than MAX_COMPOSED. None where
+    Hydra must parse the line itself."""
+    if not multirun:
+        return [(None, overrides)]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra's own message for a malformed override
+        return None
+    fixed = [o.input_line for o in parsed if o.key_or_group.startswith("hydra")]
+    lists = []
+    for o in parsed:
+        if o.key_or_group.startswith("hydra"):
+            continue
+        if o.is_sweep_override() and not o.is_discrete_sweep():
+            return None  # an interval: no basic sweeper's, Hydra refuses it
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        lists.append([f"{key}={v}" for v in values])
+    total = math.prod(len(values) for values in lists)
+    if total <= MAX_COMPOSED:
+        return [(n, [*fixed, *job]) for n, job in enumerate(itertools.product(*lists))]
+    picks = []
+    for k in range(max(len(values) for values in lists)):  # value k % len of each list: all values seen
+        choice = [k % len(values) for values in lists]
+        number = 0
+        for values, i in zip(lists, choice, strict=True):  # product's order: the last list runs fastest
+            number = number * len(values) + i
+        picks.append((number, [*fixed, *(values[i] for values, i in zip(lists, choice, strict=True))]))
+    return picks
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """The task's config, as the task function gets it (no ``hydra`` node)."""
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _run_dir(cfg: DictConfig, job: int | None) -> Path | None:
+    """The directory Hydra would give the run: the sweep's job subdirectory, or hydra.run.dir."""
+    try:
+        if job is None:
+            return Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+        with open_dict(cfg):
+            cfg.hydra.job.num = job
+            cfg.hydra.job.id = job
+        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    except Exception:  # a name Hydra cannot resolve: Hydra says so itself
+        return None
+
+
+def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]:
+    """The first check the run of ``cfg`` would fail, as one line; and its resume=PATH directory."""
+    from gqa_eval.cli import USER_ERRORS, check_run_dir, error_line
+    from gqa_eval.evaluate import _check_config
+
+    task = _without_hydra(cfg)
+    where = f"job {job}: " if job is not None else ""
+    try:
+        _check_config(task)
+    except USER_ERRORS as err:
+        return f"{where}{error_line(err)}", None
+    resume = task.get("resume", True)
+    resume_dir = resolve(resume) if isinstance(resume, str) else None
+    if resume_dir is not None and not (resume_dir / PREDICTIONS).is_file():
+        return (
+            f"{where}resume={resume}: no {PREDICTIONS} there to resume from; give the directory of an "
+            "interrupted run, or drop resume= to start a new run"
+        ), None
+    run_dir = resume_dir or _run_dir(cfg, job)
+    if run_dir is not None and run_dir.is_dir():
+        try:
+            check_run_dir(task, resolve(run_dir))
+        except USER_ERRORS as err:
+            return f"{where}{error_line(err)}", None
+    return None, resume_dir
+
+
+def precheck(overrides: list[str], multirun: bool) -> Precheck:
+    """Compose every run of the command line and check it (module docstring); nothing is written."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    jobs = _jobs(overrides, multirun)
+    if jobs is None:
+        return Precheck(None, None)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
+            refused, resume_dir = [], None
+            for job, job_overrides in jobs:
+                try:
+                    cfg = compose("config", overrides=job_overrides, return_hydra_config=True)
+                except Exception:  # Hydra's to refuse, with its own message
+                    return Precheck(None, None)
+                line, resume_dir = _refusal(cfg, job)
+                if line:
+                    refused.append(line)
+    finally:
+        GlobalHydra.instance().clear()
+    if not refused:
+        return Precheck(None, resume_dir if not multirun else None)
+    if not multirun:
+        return Precheck(refused[0], None)
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    return Precheck(
+        f"{len(refused)} job(s) failed the checks before the sweep started, nothing was written: "
+        f"{refused[0]}{more}",
+        None,
+    )
