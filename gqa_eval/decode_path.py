@@ -3,10 +3,10 @@
 Eager decoding with transformers' ``DynamicCache`` pays, every step, for Python, kernel launches and a
 cache that grows by concatenation; on a GPU that overhead is larger than the step's memory traffic, so
 it hides what fewer key/value heads save. ``generation.compile`` switches to the path built for decoding
-at the hardware limit: a static KV cache (self-attention sized to the prompt plus the output length,
-T5's cross-attention to the source, allocated once per batch) and a ``torch.compile``'d decode step —
-``mode="reduce-overhead"`` on CUDA, which replays each step as one CUDA graph; inductor's default mode
-elsewhere. This is transformers' own compiled-generation path (``cache_implementation="static"`` +
+at the hardware limit: a static KV cache (self-attention sized to the batch's prompt plus the output
+length, T5's cross-attention to the source, allocated once per batch) and a ``torch.compile``'d decode
+step — ``mode="reduce-overhead"`` on CUDA, which replays each step as one CUDA graph; inductor's default
+mode elsewhere. This is transformers' own compiled-generation path (``cache_implementation="static"`` +
 ``compile_config``); the prefill stays eager, as transformers runs it.
 
 A compiled step is specialised to its shapes, so a batch of a new shape compiles (or, on CUDA, records
@@ -78,6 +78,18 @@ class DecodePath:
         else:
             kwargs["disable_compile"] = True  # a static cache alone: transformers would compile it on CUDA
         return kwargs
+
+
+def size_static_cache_per_batch(model: torch.nn.Module) -> None:
+    """Let the next static cache be sized for its own batch, not the longest batch the model has seen.
+
+    transformers keeps every static cache at least as long as the longest one built before on the model
+    (``_previous_max_cache_length``, so that a compiled step is not recompiled for a shorter prompt). Batches
+    come longest first, so every later batch would attend over the first batch's length while the roofline
+    charges its own; each new length instead gets its own untimed warm-up (the widths are padded to a
+    multiple, so there are few of them).
+    """
+    vars(model).pop("_previous_max_cache_length", None)
 
 
 def decode_path(

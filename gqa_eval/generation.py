@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
 from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchPlan, BatchStats
-from gqa_eval.decode_path import DecodePath
+from gqa_eval.decode_path import DecodePath, size_static_cache_per_batch
 from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts, kv_cache_positions
 
 # Plain greedy decoding, whatever the checkpoint's generation_config.json says: generate() takes every
@@ -180,6 +180,8 @@ def generate(
         rows = [inputs[i] for i in idx]
         input_ids, mask = _pad(rows, pad_id, left=decoder_only, multiple=decode.pad_to_multiple_of)
         extra = decode.generate_kwargs(input_ids.shape[1], max_new_tokens, decoder_only)
+        if decode.static:
+            size_static_cache_per_batch(model)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(device),

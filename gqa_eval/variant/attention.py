@@ -40,6 +40,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTN_IMPLEMENTATION = "gqa_t5"  # evaluation: SDPA kernels
 TRAINING_ATTN_IMPLEMENTATION = "gqa_t5_train"  # the trainer: scores in the autocast dtype
+DECODER_ATTN_IMPLEMENTATION = "gqa_decoder"  # decoder-only families: SDPA kernels on G key/value heads
+# What the folded layout does not express: handed to transformers' SDPA function, which runs (or refuses) them
+DELEGATED_KWARGS = ("softcap", "s_aux", "sinks", "position_bias")
 
 
 def _as_additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -220,8 +223,45 @@ def gqa_t5_attention_forward(
     return out, None
 
 
+def gqa_decoder_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """``AttentionInterface`` entry (``gqa_decoder``) for decoder-only attentions with G < H K/V heads.
+
+    transformers' SDPA function avoids copying K/V to H heads only without a mask or, eagerly, at one query
+    position; compiled decoding over a static cache always has a mask, so there it runs ``repeat_kv`` every
+    step and layer. Here every layer with a mask (or at one query position) folds its queries onto the G
+    K/V heads instead (:func:`grouped_attention`). Delegated unchanged to the SDPA function: H == G, dropout,
+    anything in :data:`DELEGATED_KWARGS` (logit soft-capping, attention sinks), and a causal prefill with
+    no mask, which SDPA already runs on G heads (``enable_gqa``) with its causal kernels.
+    """
+    h, g, t = query.shape[1], key.shape[1], query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if (
+        h == g
+        or dropout > 0
+        or any(kwargs.get(name) is not None for name in DELEGATED_KWARGS)
+        or (attention_mask is None and t > 1 and causal)
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,
+            **kwargs,
+        )  # fmt: skip
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return grouped_attention(query, key, value, None, scale, mask=attention_mask), None
+
+
 AttentionInterface.register(ATTN_IMPLEMENTATION, gqa_t5_attention_forward)
 AttentionInterface.register(TRAINING_ATTN_IMPLEMENTATION, partial(gqa_t5_attention_forward, kernel="matmul"))
+AttentionInterface.register(DECODER_ATTN_IMPLEMENTATION, gqa_decoder_attention_forward)
 # The masks are SDPA's (boolean, or None where SDPA's own causal flag suffices), so H == G is unchanged.
-for _name in (ATTN_IMPLEMENTATION, TRAINING_ATTN_IMPLEMENTATION):
+for _name in (ATTN_IMPLEMENTATION, TRAINING_ATTN_IMPLEMENTATION, DECODER_ATTN_IMPLEMENTATION):
     AttentionMaskInterface.register(_name, sdpa_mask)

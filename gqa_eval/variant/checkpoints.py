@@ -256,6 +256,8 @@ def load_checkpoint(
     """
     from transformers import AutoConfig, AutoTokenizer
 
+    from gqa_eval.variant.decoder import route_grouped_attention
+
     torch_type = torch_dtype(dtype)
     dev = resolve_device(device)
     check_dtype_device(torch_type, dev)
@@ -279,7 +281,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"cannot load checkpoint {path_or_id}: {type(err).__name__}: {message}"
         ) from err
-    return model.to(dev).eval(), tokenizer
+    return route_grouped_attention(model.to(dev).eval()), tokenizer  # G < H: no K/V copies
 
 
 def resolved_revision(path_or_id: str, revision: str | None, config=None) -> str | None:

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from gqa_eval.variant.attention import DECODER_ATTN_IMPLEMENTATION
 from gqa_eval.variant.family import Family, register_rule
 from gqa_eval.variant.pooling import pool_heads
 
@@ -59,6 +60,23 @@ def decoder_attentions(model: nn.Module) -> list[nn.Module] | None:
         return None
     attentions = [getattr(layer, "self_attn", None) for layer in layers]
     return attentions if all(isinstance(a, nn.Module) for a in attentions) else None
+
+
+def route_grouped_attention(model: nn.Module) -> nn.Module:
+    """Route a decoder-only model that runs transformers' SDPA attention through ``gqa_decoder``
+    (:func:`gqa_eval.variant.attention.gqa_decoder_attention_forward`), so that its compiled decode step
+    attends H query heads to G key/value heads without repeating K/V; returns ``model``.
+
+    Only ``sdpa`` is replaced (an eager or flash-attention model is left as chosen), and H == G runs the
+    very same SDPA call. The name lives in the in-memory config only: transformers does not serialise
+    ``_attn_implementation``, so a saved checkpoint reloads with plain ``AutoModelForCausalLM`` (as SDPA).
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False) or decoder_attentions(model) is None:
+        return model
+    if getattr(config, "_attn_implementation", None) == "sdpa":
+        config._attn_implementation = DECODER_ATTN_IMPLEMENTATION
+    return model
 
 
 def _linear(module: nn.Module, name: str) -> bool:
@@ -291,6 +309,7 @@ class DecoderFamily(Family):
             if hasattr(attn, "num_key_value_heads"):  # StableLM and Phi-3 reshape / slice by it
                 attn.num_key_value_heads = kv_heads
         self.config.num_key_value_heads = kv_heads
+        route_grouped_attention(self.model)
 
     def decode_modules(self) -> list[nn.Module]:
         inner = self.model.model  # the layers, final norm (and rotary tables); the embedding is a lookup
