@@ -5,9 +5,9 @@ before the task function starts: a run refused there would leave a directory tha
 a failed run, and a sweep refused in an existing sweep directory would have rewritten its
 ``multirun.yaml``. So ``gqa-eval`` first composes each run of its command line in memory with Hydra's
 compose API, as Hydra will (a sweep: every job of the basic sweeper's cartesian product), and runs the
-checks the run would run first: the config's values (``evaluate``'s check), ``resume=PATH``, and the run
-directory it would write where that exists (``cli.check_run_dir``). A command line Hydra itself cannot
-compose is left to Hydra, which says why.
+checks the run would run first: the config's values (``evaluate``'s check), a hub data source the hub
+cannot serve, ``resume=PATH``, and the run directory it would write where that exists
+(``cli.check_run_dir``). A command line Hydra itself cannot compose is left to Hydra, which says why.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from gqa_eval.resume import PREDICTIONS
 # Jobs composed one by one (~60 ms each); a larger sweep has a covering subset of them checked: every
 # value of every swept key at least once.
 MAX_COMPOSED = 100
+
+
+# (dataset, revision) -> what the hub answered, within one precheck
+_HUB_ANSWERS: dict[tuple[str, str], Exception | None] = {}
 
 
 class Precheck(NamedTuple):
@@ -89,6 +93,26 @@ def _run_dir(cfg: DictConfig, job: int | None) -> Path | None:
         return None
 
 
+def _check_data_source(task: DictConfig) -> None:
+    """``task.data.source=hub``: the hub asked once (:func:`gqa_eval.tasks.check_hub_source`); the jobs of
+    a sweep that share a dataset share the answer."""
+    from gqa_eval.tasks import check_hub_source
+
+    data = task.get("data") or {}
+    if data.get("source") != "hub":
+        return
+    hub = data.get("hub") or {}
+    key = (str(hub.get("path")), str(hub.get("revision")))
+    if key not in _HUB_ANSWERS:
+        try:
+            check_hub_source(OmegaConf.to_container(task, resolve=True))
+            _HUB_ANSWERS[key] = None
+        except Exception as err:
+            _HUB_ANSWERS[key] = err
+    if _HUB_ANSWERS[key] is not None:
+        raise _HUB_ANSWERS[key]
+
+
 def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]:
     """The first check the run of ``cfg`` would fail, as one line; and its resume=PATH directory."""
     from gqa_eval.cli import USER_ERRORS, check_run_dir, error_line
@@ -98,6 +122,7 @@ def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]
     where = f"job {job}: " if job is not None else ""
     try:
         _check_config(task)
+        _check_data_source(task.task)
     except USER_ERRORS as err:
         return f"{where}{error_line(err)}", None
     resume = task.get("resume", True)
@@ -124,6 +149,7 @@ def precheck(overrides: list[str], multirun: bool) -> Precheck:
     jobs = _jobs(overrides, multirun)
     if jobs is None:
         return Precheck(None, None)
+    _HUB_ANSWERS.clear()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):

@@ -195,6 +195,7 @@ def load_records(task: Mapping[str, Any], split: str | None = None):
                 raise
         if source == "hub":
             hub = data["hub"]
+            check_hub_source(task)
             if fmt == "multi_news_raw":
                 from huggingface_hub import hf_hub_download
 
@@ -221,6 +222,65 @@ def load_records(task: Mapping[str, Any], split: str | None = None):
             f"({_describe_source(data)}): {type(err).__name__}: {err}"
         ) from err
     raise TaskDataError(f"task {task['name']}: unknown data source {source!r}; use 'local' or 'hub'")
+
+
+def check_hub_source(task: Mapping[str, Any]) -> None:
+    """Ask the hub once whether ``task.data.source=hub`` can be served, before datasets fetches it.
+
+    datasets retries an unreachable hub for ~30 s and then fails naming neither the setting nor the fix;
+    here the hub is asked once (no retries, the hub's metadata timeout) and, where it cannot answer, the
+    hub cache is checked. Does nothing for a local source, or when the hub has the dataset or the cache
+    holds it (datasets then loads it from the cache).
+
+    Raises:
+        TaskDataError: in one line naming ``task.data.source`` and what to set instead.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from gqa_eval.hub import ask, cached, hub_offline
+
+    data = task["data"]
+    if data.get("source") != "hub":
+        return
+    repo, revision = data["hub"]["path"], data["hub"].get("revision")
+    at = f" (revision {revision})" if revision else ""
+    where = f"task {task['name']}: task.data.source=hub"
+    local = (
+        "use the bundled copy (task.data.source=local), or a local copy in the hub schema "
+        "(task.data.source=local task.data.path=DIR)"
+    )
+    if hub_offline("DATASETS"):
+        if cached(repo, revision, "dataset"):
+            return
+        raise TaskDataError(
+            f"{where}, but the hub is offline (HF_HUB_OFFLINE) and its cache ({constants.HF_HUB_CACHE}) does "
+            f"not hold the dataset {repo}{at}: {local}, or fetch it once with the hub reachable"
+        )
+    err = ask(repo, revision, "dataset")
+    if err is None:
+        return
+    if isinstance(err, RevisionNotFoundError):
+        raise TaskDataError(
+            f"{where}: the hub dataset {repo} has no revision {revision!r}; set task.data.hub.revision to a "
+            "branch, tag or commit it has"
+        )
+    if isinstance(err, GatedRepoError):  # a subclass of RepositoryNotFoundError: access is refused
+        raise TaskDataError(
+            f"{where}: the hub dataset {repo} is gated: accept its terms on the hub and log in "
+            f"(hf auth login or HF_TOKEN), or {local}"
+        )
+    if isinstance(err, RepositoryNotFoundError):
+        raise TaskDataError(
+            f"{where}: no hub dataset {repo} (or it is private: log in with hf auth login or HF_TOKEN); set "
+            f"task.data.hub.path to one that exists, or {local}"
+        )
+    if cached(repo, revision, "dataset"):
+        return  # the hub cannot answer: datasets falls back to the cached copy
+    raise TaskDataError(
+        f"{where} cannot reach the Hugging Face hub ({constants.ENDPOINT}: {type(err).__name__}) to fetch "
+        f"{repo}{at} (offline?): {local}, or HF_HUB_OFFLINE=1 with a populated hub cache"
+    )
 
 
 def _describe_source(data: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,32 @@ def app(monkeypatch, capsys):
         return code, capsys.readouterr().out
 
     return _app
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: connecting to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty hub cache in tmp_path and an endpoint nobody listens on. huggingface_hub reads its
+    environment once, at import, so its constants are patched as well as the variables."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    for var, attr, value in [
+        ("HF_HUB_CACHE", "HF_HUB_CACHE", str(cache)),
+        ("HF_ENDPOINT", "ENDPOINT", endpoint),
+    ]:
+        monkeypatch.setenv(var, value)
+        monkeypatch.setattr(constants, attr, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return cache

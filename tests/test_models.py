@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_decoder, make_t5
+from conftest import closed_port, make_decoder, make_t5
 
 from gqa_eval import io
 from gqa_eval.paths import PROJECT_ROOT, is_hub_id
@@ -76,12 +75,6 @@ def test_an_existing_local_path_wins_over_a_hub_id(tmp_path, monkeypatch):
 # --- hub ids through a local hub cache ------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def add_snapshot(cache: Path, repo_id: str, model, sha: str, refs: tuple[str, ...] = ("main",)) -> Path:
     """Put ``model`` (and the bundled tokenizer) into ``cache`` as the hub would: a snapshot per commit,
     and ``refs/<branch or tag>`` files holding the commit."""
@@ -94,27 +87,6 @@ def add_snapshot(cache: Path, repo_id: str, model, sha: str, refs: tuple[str, ..
     for ref in refs:
         (repo / "refs" / ref).write_text(sha)  # no newline: huggingface_hub reads the file as the sha
     return snapshot
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty hub cache in tmp_path and an endpoint nobody listens on. huggingface_hub reads its
-    environment once, at import, so its constants are patched as well as the variables."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
-    for var, attr, value in [
-        ("HF_HUB_CACHE", "HF_HUB_CACHE", str(cache)),
-        ("HF_ENDPOINT", "ENDPOINT", endpoint),
-    ]:
-        monkeypatch.setenv(var, value)
-        monkeypatch.setattr(constants, attr, value)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return cache
 
 
 def _first_weight(model) -> torch.Tensor:
@@ -251,7 +223,7 @@ def test_real_environment_variables(tmp_path):
     model not in the cache fails within seconds and without retry warnings; one in the cache under
     HF_HOME (HF_HOME/hub/models--org--name) loads from there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
     env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     add_snapshot(tmp_path / "hf" / "hub", "org/Tiny-0.5B", make_t5(n_heads=4), SHA_A, refs=("main", "v1"))
     proc = subprocess.run(

@@ -4,6 +4,7 @@ paper's tasks need, inputs are truncated by tokens, and bad data fails naming ta
 from __future__ import annotations
 
 import json
+import time
 
 import datasets
 import pytest
@@ -79,7 +80,20 @@ def test_local_copy_in_other_formats(tmp_path, suffix):
     assert [(e.id, e.fields, e.references) for e in got] == [(e.id, e.fields, e.references) for e in want]
 
 
-def test_hub_source_goes_through_load_dataset(monkeypatch):
+@pytest.fixture
+def hub_has_it(monkeypatch):
+    """The hub, asked before datasets fetches (gqa_eval.hub.ask), answers that it has the dataset; the
+    questions are recorded."""
+    import gqa_eval.hub
+
+    asked = []
+    monkeypatch.setattr(
+        gqa_eval.hub, "ask", lambda repo, revision, repo_type: asked.append((repo, repo_type))
+    )
+    return asked
+
+
+def test_hub_source_goes_through_load_dataset(monkeypatch, hub_has_it):
     """The hub path asks datasets for the configured id/config/revision; served here from the local copy."""
     calls = []
     local = datasets.load_dataset(
@@ -93,10 +107,11 @@ def test_hub_source_goes_through_load_dataset(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     examples = tasks.load_examples(task_cfg("mediasum", **{"data.source": "hub"}), limit=2)
     assert calls == [("nbroad/mediasum", None, "validation", "refs/convert/parquet")]
+    assert hub_has_it == [("nbroad/mediasum", "dataset")]  # asked once, before datasets fetched
     assert len(examples) == 2
 
 
-def test_multi_news_hub_reads_raw_files(monkeypatch):
+def test_multi_news_hub_reads_raw_files(monkeypatch, hub_has_it):
     import huggingface_hub
 
     asked = []
@@ -150,3 +165,56 @@ def test_encode_exact_when_it_fits_and_truncates_document_by_tokens(t5_tokenizer
     # decoder-only: the text after the document survives truncation
     prompt = tasks.encode(task, [long], t5_tokenizer, True)[0]
     assert len(prompt) <= 40 and t5_tokenizer.decode(prompt, skip_special_tokens=True).endswith("Summary:")
+
+
+def _never_fetched(*args, **kwargs):
+    raise AssertionError("datasets was asked to fetch from a hub that cannot serve the dataset")
+
+
+def test_an_unreachable_hub_source_is_one_line_at_once(hub, monkeypatch):
+    """task.data.source=hub with the hub unreachable and nothing cached: one line naming the key and the
+    fix, after one refused connection (datasets alone retries for ~30 s)."""
+    monkeypatch.setattr(datasets, "load_dataset", _never_fetched)
+    start = time.perf_counter()
+    with pytest.raises(tasks.TaskDataError) as err:
+        tasks.load_examples(task_cfg("cnn_dm", **{"data.source": "hub"}), limit=2)
+    assert time.perf_counter() - start < 2
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "task cnn_dm: task.data.source=hub cannot reach the Hugging Face hub (http://127."
+    )
+    assert (
+        "to fetch abisee/cnn_dailymail (offline?): use the bundled copy (task.data.source=local)" in message
+    )
+
+
+def test_an_offline_hub_source_names_the_cache(hub, monkeypatch):
+    monkeypatch.setattr(datasets, "load_dataset", _never_fetched)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(
+        tasks.TaskDataError, match=rf"the hub is offline \(HF_HUB_OFFLINE\) and its cache \({hub}\)"
+    ):
+        tasks.load_examples(task_cfg("trivia_qa", **{"data.source": "hub"}), limit=2)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_a_cached_hub_source_loads_unreachable_or_offline(hub, monkeypatch, offline):
+    """Where the hub cache holds a snapshot of the dataset, datasets is left to load it from there."""
+    snapshot = hub / "datasets--abisee--cnn_dailymail" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (hub / "datasets--abisee--cnn_dailymail" / "refs").mkdir()
+    (hub / "datasets--abisee--cnn_dailymail" / "refs" / "main").write_text("a" * 40)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    local = tasks.load_records(task_cfg("cnn_dm"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: local)
+    assert len(tasks.load_examples(task_cfg("cnn_dm", **{"data.source": "hub"}), limit=2)) == 2
+
+
+def test_an_unreachable_hub_source_is_refused_before_a_run_directory(app, hub, tmp_path):
+    code, _ = app("task=cnn_dm", "task.data.source=hub", "limit=2", f"output_root={tmp_path / 'out'}")
+    assert isinstance(code, str) and code.startswith(
+        "gqa-eval: error: task cnn_dm: task.data.source=hub cannot reach the Hugging Face hub"
+    )
+    assert not (tmp_path / "out").exists()

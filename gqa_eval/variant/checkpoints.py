@@ -16,11 +16,11 @@ Pegasus and Marian ones likewise by the classes of :mod:`gqa_eval.variant.bart`.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from gqa_eval.hub import ask, cached, hub_offline
 from gqa_eval.paths import PROJECT_ROOT, is_hub_id, resolve
 
 log = logging.getLogger(__name__)
@@ -146,25 +146,6 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         raise CheckpointError(f"checkpoint {path} has no weights (*.safetensors)")
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hub_offline() -> bool:
-    """Whether the hub must not be asked: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set now, or
-    was when huggingface_hub was imported."""
-    from huggingface_hub import constants
-
-    return constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def _cached(repo_id: str, revision: str | None) -> bool:
-    """Whether the hub cache holds ``repo_id``'s config at ``revision`` (a branch, tag or commit)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
-
-
 def _hub_preflight(repo_id: str, revision: str | None) -> bool:
     """Check that the hub has ``repo_id`` at ``revision`` before transformers fetches it.
 
@@ -176,43 +157,43 @@ def _hub_preflight(repo_id: str, revision: str | None) -> bool:
         CheckpointError: in one line, when the hub says the model or revision does not exist, or when it
             cannot be reached (or offline mode is set) and the cache does not hold the model.
     """
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     at = f" (revision {revision})" if revision else ""
     if hub_offline():
-        if _cached(repo_id, revision):
+        if cached(repo_id, revision):
             return True
         raise CheckpointError(
             f"HF_HUB_OFFLINE is set but the hub cache ({constants.HF_HUB_CACHE}) does not hold "
             f"{repo_id}{at}: set base.path to a local copy, or fetch it once with the hub reachable"
         )
-    try:  # one request with the hub's own metadata timeout; it does not retry
-        HfApi().model_info(repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except RevisionNotFoundError:
+    err = ask(repo_id, revision)  # one request with the hub's own metadata timeout; it does not retry
+    if err is None:
+        return False
+    if isinstance(err, RevisionNotFoundError):
         raise CheckpointError(
             f"the hub model {repo_id} has no revision {revision!r}; give a branch, tag or commit it has"
-        ) from None
-    except GatedRepoError:  # a subclass of RepositoryNotFoundError: the model exists, access is refused
+        )
+    if isinstance(err, GatedRepoError):  # a subclass of RepositoryNotFoundError: access is refused
         raise CheckpointError(
             f"the hub model {repo_id} is gated: accept its terms on the hub and log in (hf auth login or "
             "HF_TOKEN), or set base.path to a local copy"
-        ) from None
-    except RepositoryNotFoundError:
+        )
+    if isinstance(err, RepositoryNotFoundError):
         raise CheckpointError(
             f"no local path {resolve(repo_id)} and no hub model {repo_id} (or it is private: log in with "
             "hf auth login or HF_TOKEN); give a directory saved with save_pretrained or a hub id that exists"
-        ) from None
-    except Exception as err:  # connection refused, DNS, timeout, proxy, 5xx: the hub cannot answer
-        if _cached(repo_id, revision):
-            log.warning("cannot reach the Hugging Face hub (%s); loading %s from the cache", err, repo_id)
-            return True
-        raise CheckpointError(
-            f"cannot reach the Hugging Face hub ({constants.ENDPOINT}: {type(err).__name__}) to fetch "
-            f"{repo_id}{at} (offline?): set base.path to a local copy, or HF_HUB_OFFLINE=1 with a populated "
-            "cache"
-        ) from None
-    return False
+        )
+    # connection refused, DNS, timeout, proxy, 5xx: the hub cannot answer
+    if cached(repo_id, revision):
+        log.warning("cannot reach the Hugging Face hub (%s); loading %s from the cache", err, repo_id)
+        return True
+    raise CheckpointError(
+        f"cannot reach the Hugging Face hub ({constants.ENDPOINT}: {type(err).__name__}) to fetch "
+        f"{repo_id}{at} (offline?): set base.path to a local copy, or HF_HUB_OFFLINE=1 with a populated "
+        "cache"
+    )
 
 
 def model_class(config):
