@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -22,7 +23,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCr
 
 from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, BatchPlan, BatchStats
 from gqa_eval.decode_path import DecodePath, size_static_cache_per_batch
-from gqa_eval.timing import Timer, cache_tensors, kv_cache_parts, kv_cache_positions
+from gqa_eval.timing import StepClock, Timer, cache_tensors, kv_cache_parts, kv_cache_positions
 
 # Plain greedy decoding, whatever the checkpoint's generation_config.json says: generate() takes every
 # setting it is not given from there, and fine-tuned checkpoints carry their own search (BART / Pegasus:
@@ -154,104 +155,70 @@ def generate(
             overflow); checked once per batch, after it.
         BatchOutOfMemoryError: out of memory with a fixed ``batch_size``, or at one row under ``auto``.
     """
-    decode = decode or DecodePath()
-    decoder_only = not model.config.is_encoder_decoder
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-    order = sorted((i for i in range(len(inputs)) if i not in skip), key=lambda i: -len(inputs[i]))
     device = next(model.parameters()).device
-    plan = BatchPlan(
+    plan = _plan_batches(
+        inputs, skip, device, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        max_batch_size=max_batch_size, batch_tokens=batch_tokens, batch_stats=batch_stats,
+    )  # fmt: skip
+    stop_strings = [s for s in stop_strings if s]
+    batches = _Batches(
+        model, tokenizer, inputs, device=device, timer=timer, decode=decode or DecodePath(),
+        max_new_tokens=max_new_tokens, stop_strings=stop_strings, newline_token=newline_token,
+        criteria=_stopping_criteria(tokenizer, stop_strings, timer.mode),
+        search=_greedy_search(forced_bos_token_id),
+    )  # fmt: skip
+    return _run_plan(plan, batches.one_batch, timer, on_batch, progress=progress, description=description)
+
+
+def _plan_batches(
+    inputs: Sequence[Sequence[int]],
+    skip: set[int] | frozenset[int],
+    device: torch.device,
+    *,
+    batch_size: int | str,
+    max_new_tokens: int,
+    max_batch_size: int,
+    batch_tokens: int | None,
+    batch_stats: BatchStats | None,
+) -> BatchPlan:
+    """The examples still to generate, longest input first (an out-of-memory batch shows at once and
+    batches carry little padding), and how many go in each batch; bad batch settings are refused here."""
+    order = sorted((i for i in range(len(inputs)) if i not in skip), key=lambda i: -len(inputs[i]))
+    return BatchPlan(
         order, [len(ids) for ids in inputs], batch_size=batch_size, new_tokens=max_new_tokens,
         max_batch_size=max_batch_size, batch_tokens=batch_tokens, device=device, stats=batch_stats,
     )  # fmt: skip
-    stop_strings = [s for s in stop_strings if s]
-    # Built once (it scans the vocabulary), and only where generation may stop early: in the fixed-work
-    # mode every row decodes max_new_tokens and the prediction is cut afterwards.
-    criteria = StoppingCriteriaList()
-    if stop_strings and timer.mode == "natural":
-        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
 
-    search = dict(GREEDY)  # the search settings, made once: the same for every batch
+
+def _stopping_criteria(tokenizer, stop_strings: list[str], mode: str) -> StoppingCriteriaList:
+    """The stop-string criteria, built once (it scans the vocabulary), and only where generation may stop
+    early: in the fixed-work mode every row decodes max_new_tokens and the prediction is cut afterwards."""
+    criteria = StoppingCriteriaList()
+    if stop_strings and mode == "natural":
+        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+    return criteria
+
+
+def _greedy_search(forced_bos_token_id: int | None) -> dict:
+    """The search settings, made once (the same for every batch): :data:`GREEDY`, plus the target
+    language's first token where one is given."""
+    search = dict(GREEDY)
     if forced_bos_token_id is not None:
         search["forced_bos_token_id"] = forced_bos_token_id
+    return search
 
-    def run(idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
-        rows = [inputs[i] for i in idx]
-        input_ids, mask = _pad(rows, pad_id, left=decoder_only, multiple=decode.pad_to_multiple_of)
-        extra = decode.generate_kwargs(input_ids.shape[1], max_new_tokens, decoder_only)
-        if decode.static:
-            size_static_cache_per_batch(model)
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=new_tokens,
-                **search,
-                pad_token_id=pad_id,
-                logits_processor=LogitsProcessorList(processors),
-                stopping_criteria=criteria,
-                return_dict_in_generate=True,
-                output_scores=False,
-                **extra,
-            )
-        # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
-        new = out.sequences[:, input_ids.shape[1] :] if decoder_only else out.sequences[:, 1:]
-        return new, returned_cache(out), input_ids.shape[1]
 
-    warmed: set[tuple[int, int]] = set()
-
-    def warm_up(idx: list[int]) -> None:
-        """An untimed call of a few tokens: allocator, kernels, caches and, compiled, the step for this
-        batch's shape. Eager, only the first batch gets one; compiled, every new (rows, width)."""
-        shape = (len(idx), decode.padded_width(max(len(inputs[i]) for i in idx)))
-        if shape in warmed or (warmed and not decode.compiled):
-            return
-        start = time.perf_counter()
-        run(idx, min(4, max_new_tokens), [])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timer.warmup_s += time.perf_counter() - start
-        timer.warmup_calls += 1
-        warmed.add(shape)
-
-    def one_batch(idx: list[int]) -> list[str]:
-        """Warm up if needed, generate and time ``idx`` (``timer.repeats`` passes); its predictions."""
-        warm_up(idx)
-        for rep in range(timer.repeats):  # greedy decoding: every pass does the same work
-            clock = timer.step_clock(eos_ids)
-            # The timed region is the generate() call: no host synchronisation and no check over the
-            # vocabulary per step; the clock only timestamps (and, in fixed mode, masks EOS on the device).
-            with timer.batch(len(idx), clock):
-                out, cache, width = run(idx, max_new_tokens, [clock])
-            if rep == 0:  # the first pass's tokens are the predictions
-                check_finite(cache, clock.last_scores, idx)
-                new, steps = out, clock
-                cache_bytes = kv_cache_parts(cache)
-                cache_tokens = kv_cache_positions(cache)
-            del out, cache  # one pass's cache alive at a time: peak memory is that of one pass
-        record = timer.keep_median(timer.repeats)
-        rows, fixed = new.tolist(), timer.mode == "fixed"
-        natural_stop = steps.natural_stop if fixed else None
-        eos_lengths = _eos_lengths(rows, eos_ids, natural_stop)  # the batch read to the host once
-        kept, lengths = [], []
-        for i, (row, n) in enumerate(zip(rows, eos_lengths, strict=True)):
-            # In fixed mode the position where greedy decoding picked EOS holds another token: drop it.
-            text_n = n - 1 if natural_stop is not None and natural_stop[i] is not None else n
-            stop_n = _stop_string_length(tokenizer, row, text_n, stop_strings)
-            kept.append(row[:stop_n])
-            lengths.append(stop_n if stop_n < text_n else n)
-        record.new_tokens = new.numel() if fixed else sum(lengths)
-        record.input_tokens = width
-        record.cache_bytes = cache_bytes
-        record.cache_tokens = cache_tokens
-        # The natural prediction in both modes: the tokens up to where greedy decoding stops (EOS or the
-        # token completing a stop string), decoded, then cut before the stop string.
-        texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
-        if newline_token:
-            texts = [t.replace(newline_token, "\n") for t in texts]
-        return [cut_at_stop_strings(t, stop_strings).strip() for t in texts]
-
+def _run_plan(
+    plan: BatchPlan,
+    one_batch: Callable[[list[int]], list[str]],
+    timer: Timer,
+    on_batch: Callable[[list[int], list[str]], None] | None,
+    *,
+    progress: bool,
+    description: str,
+) -> dict[int, str]:
+    """Generate the plan's batches in turn, handing each to ``on_batch`` as soon as it is done (so the
+    caller can stream it to disk); the predictions by example index."""
     predictions: dict[int, str] = {}
     with tqdm(total=plan.batches_left(), desc=description, unit="batch", disable=not progress) as bar:
         while idx := plan.peek():  # the next examples, longest first
@@ -268,6 +235,130 @@ def generate(
             if on_batch is not None:
                 on_batch(idx, texts)
     return predictions
+
+
+@dataclass
+class _FirstPass:
+    """What is kept of a batch's first timed pass (its tokens are the predictions; later passes, with
+    ``timer.repeats`` > 1, only time the same work)."""
+
+    tokens: torch.Tensor  # (B, new tokens): the generated tokens, prompt and decoder start dropped
+    clock: StepClock
+    input_width: int  # padded input tokens per row
+    cache_bytes: dict[str, int]  # the KV cache it ended with, by part
+    cache_tokens: dict[str, int]  # positions per row that cache holds, by part
+
+
+class _Batches:
+    """What every batch of one :func:`generate` call shares, worked out once, and the steps each batch
+    goes through: warm-up, the timed generate() passes, the stop at EOS or a stop string, the record."""
+
+    def __init__(
+        self, model, tokenizer, inputs: Sequence[Sequence[int]], *, device: torch.device, timer: Timer,
+        decode: DecodePath, max_new_tokens: int, stop_strings: list[str], newline_token: str | None,
+        criteria: StoppingCriteriaList, search: dict,
+    ):  # fmt: skip
+        self.model, self.tokenizer, self.inputs, self.device = model, tokenizer, inputs, device
+        self.timer, self.decode, self.max_new_tokens = timer, decode, max_new_tokens
+        self.stop_strings, self.newline_token = stop_strings, newline_token
+        self.criteria, self.search = criteria, search
+        self.decoder_only = not model.config.is_encoder_decoder
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.warmed: set[tuple[int, int]] = set()  # (rows, padded width) already warmed up
+
+    def run(self, idx: list[int], new_tokens: int, processors: list) -> tuple[torch.Tensor, object, int]:
+        """One ``model.generate`` call on ``idx``, padded: its new tokens, KV cache and padded width. The
+        timed pass is this call, so it holds only what each batch needs before the model runs."""
+        rows = [self.inputs[i] for i in idx]
+        input_ids, mask = _pad(
+            rows, self.pad_id, left=self.decoder_only, multiple=self.decode.pad_to_multiple_of
+        )
+        extra = self.decode.generate_kwargs(input_ids.shape[1], self.max_new_tokens, self.decoder_only)
+        if self.decode.static:
+            size_static_cache_per_batch(self.model)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=new_tokens,
+                **self.search,
+                pad_token_id=self.pad_id,
+                logits_processor=LogitsProcessorList(processors),
+                stopping_criteria=self.criteria,
+                return_dict_in_generate=True,
+                output_scores=False,
+                **extra,
+            )
+        # seq2seq output starts with the decoder start token; decoder-only repeats the prompt.
+        new = out.sequences[:, input_ids.shape[1] :] if self.decoder_only else out.sequences[:, 1:]
+        return new, returned_cache(out), input_ids.shape[1]
+
+    def warm_up(self, idx: list[int]) -> None:
+        """An untimed call of a few tokens: allocator, kernels, caches and, compiled, the step for this
+        batch's shape. Eager, only the first batch gets one; compiled, every new (rows, width)."""
+        shape = (len(idx), self.decode.padded_width(max(len(self.inputs[i]) for i in idx)))
+        if shape in self.warmed or (self.warmed and not self.decode.compiled):
+            return
+        start = time.perf_counter()
+        self.run(idx, min(4, self.max_new_tokens), [])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timer.warmup_s += time.perf_counter() - start
+        self.timer.warmup_calls += 1
+        self.warmed.add(shape)
+
+    def one_batch(self, idx: list[int]) -> list[str]:
+        """Warm up if needed, generate and time ``idx`` (``timer.repeats`` passes); its predictions."""
+        self.warm_up(idx)
+        first = self.timed_passes(idx)
+        record = self.timer.keep_median(self.timer.repeats)
+        kept, lengths = self.natural_stops(first)
+        fixed = self.timer.mode == "fixed"
+        record.new_tokens = first.tokens.numel() if fixed else sum(lengths)
+        record.input_tokens = first.input_width
+        record.cache_bytes = first.cache_bytes
+        record.cache_tokens = first.cache_tokens
+        return self.texts(kept)
+
+    def timed_passes(self, idx: list[int]) -> _FirstPass:
+        """Generate ``idx`` ``timer.repeats`` times, each pass timed (greedy decoding: every pass does the
+        same work); the first pass's tokens, checked finite once, after it."""
+        for rep in range(self.timer.repeats):
+            clock = self.timer.step_clock(self.eos_ids)
+            # The timed region is the generate() call: no host synchronisation and no check over the
+            # vocabulary per step; the clock only timestamps (and, in fixed mode, masks EOS on the device).
+            with self.timer.batch(len(idx), clock):
+                out, cache, width = self.run(idx, self.max_new_tokens, [clock])
+            if rep == 0:  # the first pass's tokens are the predictions
+                check_finite(cache, clock.last_scores, idx)
+                first = _FirstPass(out, clock, width, kv_cache_parts(cache), kv_cache_positions(cache))
+            del out, cache  # one pass's cache alive at a time: peak memory is that of one pass
+        return first
+
+    def natural_stops(self, first: _FirstPass) -> tuple[list[list[int]], list[int]]:
+        """Each row's tokens up to where greedy decoding stops (EOS or the token completing a stop
+        string), and how many tokens that stop counts as generated (EOS included)."""
+        rows, fixed = first.tokens.tolist(), self.timer.mode == "fixed"
+        natural_stop = first.clock.natural_stop if fixed else None
+        eos_lengths = _eos_lengths(rows, self.eos_ids, natural_stop)  # the batch read to the host once
+        kept, lengths = [], []
+        for i, (row, n) in enumerate(zip(rows, eos_lengths, strict=True)):
+            # In fixed mode the position where greedy decoding picked EOS holds another token: drop it.
+            text_n = n - 1 if natural_stop is not None and natural_stop[i] is not None else n
+            stop_n = _stop_string_length(self.tokenizer, row, text_n, self.stop_strings)
+            kept.append(row[:stop_n])
+            lengths.append(stop_n if stop_n < text_n else n)
+        return kept, lengths
+
+    def texts(self, kept: list[list[int]]) -> list[str]:
+        """The natural prediction in both modes: the kept tokens decoded, line breaks restored, then cut
+        before the stop string."""
+        texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
+        if self.newline_token:
+            texts = [t.replace(self.newline_token, "\n") for t in texts]
+        return [cut_at_stop_strings(t, self.stop_strings).strip() for t in texts]
 
 
 def returned_cache(out) -> object:

@@ -8,6 +8,9 @@ compose API, as Hydra will (a sweep: every job of the basic sweeper's cartesian 
 checks the run would run first: the config's values (``evaluate``'s check), a hub data source the hub
 cannot serve, ``resume=PATH``, and the run directory it would write where that exists
 (``cli.check_run_dir``). A command line Hydra itself cannot compose is left to Hydra, which says why.
+
+The config check itself (:func:`check_config`) is ``evaluate``'s first step too, for runs started
+without the command line (``evaluate(cfg)`` from Python).
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gqa_eval.batching import DEFAULT_MAX_BATCH_SIZE, check_settings
+from gqa_eval.decode_path import from_config as decode_path_of
 from gqa_eval.paths import PROJECT_ROOT, resolve
 from gqa_eval.resume import PREDICTIONS
+from gqa_eval.tasks import parse_shard
+from gqa_eval.training.uptrain import uptrain_settings
 
 # Jobs composed one by one (~60 ms each); a larger sweep has a covering subset of them checked: every
 # value of every swept key at least once.
@@ -35,6 +42,75 @@ _HUB_ANSWERS: dict[tuple[str, str], Exception | None] = {}
 class Precheck(NamedTuple):
     line: str | None  # the refusal, one line; None: nothing refused
     resume_dir: Path | None  # a single run's resume=PATH, for Hydra to use as its run directory
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, found without resolving interpolations (``model.name`` of
+    ``model=gqa`` interpolates the missing ``model.kv_heads``)."""
+    out = []
+    for key in cfg.keys():
+        if OmegaConf.is_missing(cfg, key):
+            out.append(f"{prefix}{key}")
+        elif not OmegaConf.is_interpolation(cfg, key):
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig):
+                out += _missing_keys(node, f"{prefix}{key}.")
+    return out
+
+
+def _whole(value, floor: int) -> bool:
+    """A whole number >= ``floor`` (a bool is none: ``true`` reads as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= floor
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse, in one line naming the key, a config with a required value unset or a value of the wrong
+    kind, before anything is loaded or written."""
+    missing = sorted(_missing_keys(cfg))
+    if missing:
+        hint = {
+            "model.checkpoint": "model=saved evaluates a saved checkpoint: set model.checkpoint=DIR",
+            "model.kv_heads": "model=gqa needs the number of key/value heads: set model.kv_heads=N",
+        }
+        raise ValueError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required but not set; "
+            + "; ".join(hint.get(k, f"set {k}=...") for k in missing)
+        )
+
+    seed = cfg.get("seed")
+    if not _whole(seed, 0):
+        raise ValueError(f"seed must be a whole number >= 0, got seed={seed!r}")
+    kv_heads = cfg.model.get("kv_heads")
+    if kv_heads is not None and not _whole(kv_heads, 1):
+        raise ValueError(
+            f"model.kv_heads must be a whole number of key/value heads >= 1 (or null: the base's), "
+            f"got model.kv_heads={kv_heads!r}"
+        )
+    if kv_heads is not None and cfg.model.get("conversion") == "saved":
+        raise ValueError(
+            f"model=saved evaluates model.checkpoint with its own key/value heads; model.kv_heads={kv_heads} "
+            "does not apply: drop it, or convert the base with model=gqa model.kv_heads=N"
+        )
+    new_tokens = cfg.task.get("max_new_tokens")
+    if not _whole(new_tokens, 1):
+        raise ValueError(
+            "task.max_new_tokens must be a whole number of tokens >= 1, "
+            f"got task.max_new_tokens={new_tokens!r}"
+        )
+    limit = cfg.get("limit")
+    if limit is not None and not _whole(limit, 1):
+        raise ValueError(
+            f"limit must be a positive whole number of examples or null for all, got limit={limit!r}"
+        )
+    check_settings(  # batch_size N or auto, max_batch_size, batch_tokens
+        cfg.get("batch_size"), cfg.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE), cfg.get("batch_tokens")
+    )
+    decode_path_of(cfg.get("generation"), "cpu")  # generation.* values checked before anything loads
+    parse_shard(cfg.get("shard"))  # K/N with 0 <= K < N, or null
+    uptrain_settings(cfg)  # uptrain.alpha >= 0, and > 0 only for a converted variant of the base
+    chat = cfg.base.get("chat_template", "auto")
+    if chat not in ("auto", True, False):
+        raise ValueError(f"base.chat_template must be auto, true or false, got {chat!r}")
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[tuple[int | None, list[str]]] | None:
@@ -116,12 +192,11 @@ def _check_data_source(task: DictConfig) -> None:
 def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]:
     """The first check the run of ``cfg`` would fail, as one line; and its resume=PATH directory."""
     from gqa_eval.cli import USER_ERRORS, check_run_dir, error_line
-    from gqa_eval.evaluate import _check_config
 
     task = _without_hydra(cfg)
     where = f"job {job}: " if job is not None else ""
     try:
-        _check_config(task)
+        check_config(task)
         _check_data_source(task.task)
     except USER_ERRORS as err:
         return f"{where}{error_line(err)}", None

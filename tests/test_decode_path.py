@@ -145,11 +145,11 @@ def test_decode_path_settings():
 
 
 def test_evaluate_refuses_a_bad_generation_setting_before_loading():
-    from gqa_eval.evaluate import _check_config
+    from gqa_eval.refusals import check_config
 
     with pytest.raises(ValueError, match="generation.compile must be auto, true or false, got 'sometimes'"):
-        _check_config(compose_config(overrides=["generation.compile=sometimes"]))
-    _check_config(compose_config(overrides=["generation.compile=true"]))
+        check_config(compose_config(overrides=["generation.compile=sometimes"]))
+    check_config(compose_config(overrides=["generation.compile=true"]))
 
 
 @pytest.mark.parametrize(

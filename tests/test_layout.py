@@ -5,6 +5,7 @@ modules, cache layout), read live from the model so a conversion shows at once."
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
@@ -172,3 +173,25 @@ def test_readme_stays_a_front_page():
     """README.md holds the tool, the two set-up commands, usage and outputs; the rest lives in docs/."""
     lines = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 300, f"README.md has {len(lines)} lines; move detail to docs/ (at most 300)"
+
+
+ENTRY_POINT_LINES = 60  # issue #24: an entry point is a short list of named steps
+
+
+def _body_lines(source: str, name: str) -> int:
+    """Lines of the module-level function ``name`` in ``source``, from its docstring to its last line
+    (the signature, one parameter a line under ruff format, not counted)."""
+    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    return fn.end_lineno - fn.body[0].lineno + 1
+
+
+@pytest.mark.parametrize(("module", "name"), [("generation", "generate"), ("evaluate", "evaluate")])
+def test_the_stage_entry_points_stay_a_list_of_named_steps(module, name):
+    """``generate()`` and ``evaluate()`` read top to bottom as the stage's steps, each a named function
+    whose docstring says why; a step written inline again shows here."""
+    source = (PROJECT_ROOT / "gqa_eval" / f"{module}.py").read_text(encoding="utf-8")
+    lines = _body_lines(source, name)
+    assert lines <= ENTRY_POINT_LINES, (
+        f"gqa_eval/{module}.py: {name}() is {lines} lines (docstring included; at most {ENTRY_POINT_LINES}): "
+        "move a step into a named function"
+    )
