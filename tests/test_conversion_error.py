@@ -78,3 +78,37 @@ def test_no_calibration_inputs_is_refused():
     model = make_decoder("llama", n_heads=4)
     with pytest.raises(ValueError, match="needs calibration inputs"):
         conversion_error(model, lambda: convert_to_gqa(model, 2), [])
+
+
+QUICK = ["task=wmt_en_de", "limit=2", "task.max_new_tokens=4", "batch_size=2", "timing.roofline=false"]
+
+
+def test_a_run_records_its_conversions_error_and_the_report_sets_it_against_quality(app, tmp_path):
+    from conftest import read_csv
+
+    from gqa_eval.report.plots import conversion_error_points
+    from gqa_eval.report.summary import read_rows
+    from gqa_eval.report.table import pivot
+
+    for model in ("mha", "gqa4", "mqa"):
+        code, _ = app(f"model={model}", *QUICK, f"output_root={tmp_path}")
+        assert code == 0, code
+    rows = {row["model"]: row for row in read_csv(tmp_path / "summary.csv")}
+    assert rows["mha"]["conversion_error"] == ""  # nothing converted, nothing measured
+    gqa4, mqa = float(rows["gqa4"]["conversion_error"]), float(rows["mqa"]["conversion_error"])
+    assert 0 < gqa4 < mqa  # the bundled tiny_t5: 16 heads onto 4, then onto 1
+    result = next(tmp_path.glob("runs/*_gqa4_*/result.json")).read_text()
+    assert '"conversion_error": {' in result and '"layers": [' in result
+    table = {row["model"]: row for row in read_csv(tmp_path / "table.csv")}
+    assert float(table["mqa"]["conversion_error"]) == pytest.approx(mqa)
+    points = conversion_error_points(pivot(read_rows(tmp_path)))
+    assert [round(x, 9) for x, _, _ in points] == [round(gqa4, 9), round(mqa, 9)]
+    assert (tmp_path / "conversion_error.png").stat().st_size > 0
+
+
+def test_conversion_error_null_measures_nothing(app, tmp_path):
+    from conftest import read_csv
+
+    code, _ = app("model=gqa4", "conversion_error=null", *QUICK, f"output_root={tmp_path}")
+    assert code == 0, code
+    assert read_csv(tmp_path / "summary.csv")[0]["conversion_error"] == ""

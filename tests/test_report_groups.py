@@ -54,20 +54,21 @@ def by_label(table) -> dict:
 
 def test_a_smoke_run_is_not_averaged_with_full_runs(tmp_path):
     # the case: GQA-8 CNN R1 from two 64-example runs and one limit=8 run was "mean (n=3)"
-    runs = [result(score=51.0), result(score=52.0), result(score=48.0, n_samples=8)]
+    smoke_run = result(score=48.0, n_samples=8, config={"limit": 8})
+    runs = [result(score=51.0), result(score=52.0), smoke_run]
     root = write_runs(tmp_path / "outputs", *runs, result("mha", 16, score=55.0))
     write_report(root)
     table = {r["variant"]: r for r in read_csv(root / "table.csv")}
-    assert list(table) == ["tiny_t5 MHA", "tiny_t5 GQA-8 (mean)", "tiny_t5 GQA-8 (mean) [n_samples=8]"]
-    full, smoke = table["tiny_t5 GQA-8 (mean)"], table["tiny_t5 GQA-8 (mean) [n_samples=8]"]
-    assert (float(full["cnn_dm_rouge1"]), full["cnn_dm_rouge1_n"], full["settings"]) == (51.5, "2", "")
-    assert (float(smoke["cnn_dm_rouge1"]), smoke["cnn_dm_rouge1_n"], smoke["settings"]) == (
-        48.0,
-        "1",
-        "n_samples=8",
-    )
+    assert list(table) == ["tiny_t5 MHA", "tiny_t5 GQA-8 (mean)", "tiny_t5 GQA-8 (mean) [smoke, n=8]"]
+    full, smoke = table["tiny_t5 GQA-8 (mean)"], table["tiny_t5 GQA-8 (mean) [smoke, n=8]"]
+    assert (float(full["cnn_dm_rouge1"]), full["cnn_dm_rouge1_runs"], full["smoke"], full["n_samples"]) == (
+        51.5, "2", "False", "64",
+    )  # fmt: skip
+    assert (float(smoke["cnn_dm_rouge1"]), smoke["cnn_dm_rouge1_runs"], smoke["smoke"], smoke["limit"]) == (
+        48.0, "1", "True", "8",
+    )  # fmt: skip
     md = (root / "table.md").read_text()
-    assert "| tiny_t5 GQA-8 (mean) [n_samples=8] " in md and "51.50 (n=2)" in md
+    assert "| tiny_t5 GQA-8 (mean) [smoke, n=8] " in md and "51.50 (2 runs)" in md
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ def test_t_infer_covers_exactly_the_tasks_of_the_average(tmp_path):
     assert v.average == 50.0 and v.n_tasks == 2 and v.t_infer is None
     md = (root / "table.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("| tiny_t5 GQA-8 (mean)"))
-    assert [c.strip() for c in line.strip("|").split("|")][1:3] == ["—", "50.00 (2/2)"]
+    assert [c.strip() for c in line.strip("|").split("|")][1:4] == ["64", "—", "50.00 (2/2)"]
     assert "no time on wmt_en_de_bleu" in md
 
 

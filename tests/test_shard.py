@@ -183,7 +183,7 @@ def test_gqa_eval_summary_merges_shards_beside_an_unsharded_run(runs, tmp_path):
     rows = read_csv(out / "summary.csv")
     assert sorted(r["shards"] for r in rows) == ["", "3/3"]
     assert {r["bleu"] for r in rows} == {repr(runs["full"]["metrics"]["bleu"])}
-    assert "(n=2)" in (out / "table.md").read_text()  # the merged row pools with the unsharded run
+    assert "(2 runs)" in (out / "table.md").read_text()  # the merged row pools with the unsharded run
 
 
 def test_resume_inside_a_shard_and_a_shard_never_resumes_another(runs, tmp_path):

@@ -92,9 +92,10 @@ def test_pivot_values_repeats_and_missing_cell(runs):
         "tiny_t5 GQA-4 (mean)", "tiny_t5 MQA (mean)",
     ]  # fmt: skip
     header = list(next(iter(table.values())))
-    assert header[header.index("n_runs") + 2 :] == [
-        "cnn_dm_rouge1", "cnn_dm_rouge1_n", "wmt_en_de_bleu", "wmt_en_de_bleu_n",
-        "trivia_qa_f1", "trivia_qa_f1_n",
+    assert header[header.index("n_runs") + 3 :] == [
+        "cnn_dm_rouge1", "cnn_dm_rouge1_n_samples", "cnn_dm_rouge1_runs",
+        "wmt_en_de_bleu", "wmt_en_de_bleu_n_samples", "wmt_en_de_bleu_runs",
+        "trivia_qa_f1", "trivia_qa_f1_n_samples", "trivia_qa_f1_runs",
     ]  # fmt: skip
 
     def num(variant, column):
@@ -102,18 +103,25 @@ def test_pivot_values_repeats_and_missing_cell(runs):
 
     mha, gqa4, mqa, llama = (table[k] for k in ("tiny_t5 MHA", "tiny_t5 GQA-4 (mean)", "tiny_t5 MQA (mean)",
                                                  "tiny_llama GQA-8 (mean)"))  # fmt: skip
-    assert num("tiny_t5 MHA", "cnn_dm_rouge1") == 31.0 and mha["cnn_dm_rouge1_n"] == "2"
+    assert num("tiny_t5 MHA", "cnn_dm_rouge1") == 31.0 and mha["cnn_dm_rouge1_runs"] == "2"
     assert num("tiny_t5 MHA", "average") == pytest.approx((31 + 10 + 50) / 3) and mha["n_tasks"] == "3"
     assert num("tiny_t5 MHA", "t_infer_s") == pytest.approx((0.12 + 0.20 + 0.30) / 3)
     assert mha["n_runs"] == "4" and mha["kv_heads"] == "16" and mha["source"] == "computed"
-    assert gqa4["trivia_qa_f1"] == "" and gqa4["trivia_qa_f1_n"] == ""  # missing, not zero
+    # every run scored 4 examples of its whole split (no limit): n is said, no row is smoke
+    assert (mha["n_samples"], mha["cnn_dm_rouge1_n_samples"], mha["smoke"], mha["limit"]) == (
+        "4",
+        "4",
+        "False",
+        "",
+    )
+    assert gqa4["trivia_qa_f1"] == "" and gqa4["trivia_qa_f1_runs"] == ""  # missing, not zero
     assert num("tiny_t5 GQA-4 (mean)", "average") == pytest.approx(18.5) and gqa4["n_tasks"] == "2"
     assert num("tiny_t5 GQA-4 (mean)", "t_infer_s") == pytest.approx(0.12)
     assert num("tiny_t5 MQA (mean)", "average") == pytest.approx(22.0) and mqa["n_tasks"] == "3"
     assert num("tiny_t5 MQA (mean)", "kv_cache_bytes_per_token") == 128
     # timing modes are never averaged: the fixed run is a row of its own, tagged
     fixed = table["tiny_llama GQA-8 (mean) [timing_mode=fixed]"]
-    assert num("tiny_llama GQA-8 (mean)", "cnn_dm_rouge1") == 12.0 and llama["cnn_dm_rouge1_n"] == "1"
+    assert num("tiny_llama GQA-8 (mean)", "cnn_dm_rouge1") == 12.0 and llama["cnn_dm_rouge1_runs"] == "1"
     assert (
         num("tiny_llama GQA-8 (mean)", "t_infer_s") == pytest.approx(0.04)
         and llama["timing_mode"] == "natural"
@@ -128,11 +136,18 @@ def test_table_md_and_failed_runs(runs, capsys):
     md = (runs / "table.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "Model", "T_infer (s)", "Average", "CNN R1", "WMT BLEU", "TriviaQA F1",
+        "Model", "n", "T_infer (s)", "Average", "CNN R1", "WMT BLEU", "TriviaQA F1",
     ]  # fmt: skip
     gqa4 = next(line for line in md.splitlines() if line.startswith("| tiny_t5 GQA-4 (mean)"))
-    assert [c.strip() for c in gqa4.strip("|").split("|")][2:] == ["18.50 (2/3)", "28.00", "9.00", "—"]
-    assert "31.00 (n=2)" in md and "30.33 (3/3)" in md
+    assert [c.strip() for c in gqa4.strip("|").split("|")][1:] == [
+        "4",
+        "0.120",
+        "18.50 (2/3)",
+        "28.00",
+        "9.00",
+        "—",
+    ]
+    assert "31.00 (2 runs)" in md and "30.33 (3/3)" in md
     assert "the runs differ in timing_mode (fixed, natural)." in md
     assert "Timing modes differ between rows (fixed: tiny_llama GQA-8 (mean) [timing_mode=fixed];" in md
     failed = md.split("## Failed runs", 1)[1]
@@ -249,11 +264,17 @@ def test_console_multirun_leaves_report_in_sweep_dir(tmp_path):
     assert not list(sweep.glob(".*.tmp"))
     assert len(read_csv(sweep / "summary.csv")) == 4
     table = read_csv(sweep / "table.csv")
-    assert [r["variant"] for r in table] == ["tiny_t5 MHA", "tiny_t5 MQA (mean)"]
+    # limit=2 cut both splits: smoke rows, labelled and sized so
+    assert [r["variant"] for r in table] == ["tiny_t5 MHA [smoke, n=2]", "tiny_t5 MQA (mean) [smoke, n=2]"]
     assert all(r["n_tasks"] == "2" and r["cnn_dm_rouge1"] and r["trivia_qa_f1"] for r in table)
+    assert all((r["smoke"], r["limit"], r["n_samples"]) == ("True", "2", "2") for r in table)
     for name in PLOTS:
         assert (sweep / name).read_bytes().startswith(PNG_SIGNATURE)
-    assert "CNN R1" in proc.stdout and "TriviaQA F1" in proc.stdout and "tiny_t5 MQA (mean)" in proc.stdout
+    assert (
+        "CNN R1" in proc.stdout
+        and "TriviaQA F1" in proc.stdout
+        and "tiny_t5 MQA (mean) [smoke, n=2]" in proc.stdout
+    )
 
 
 def test_conversion_methods_plot_has_a_bar_per_method_and_variant():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 
-from gqa_eval.report.table import PUBLISHED, Column, Table, Variant, settings_text
+from gqa_eval.report.table import PUBLISHED, Column, Table, Variant, row_tags, smoke_text, tags_text
 
 
 def _png(fig) -> bytes:
@@ -100,7 +100,7 @@ def _bytes_label(value: float, _pos=None) -> str:
 def _series_name(base, conversion, tags: list[str]) -> str:
     """A Fig. 6 line: a table label without its MHA/GQA-G/MQA word (the x axis says that)."""
     name = str(base) + (f" ({conversion})" if conversion else "")
-    return f"{name} [{', '.join(tags)}]" if tags else name
+    return f"{name} {tags_text(tags)}" if tags else name
 
 
 def _how(v: Variant) -> str | None:
@@ -127,7 +127,7 @@ def kv_series(table: Table, column: Column | None = None) -> dict[str, list[tupl
         joins = [
             _series_name(w.base, _how(w), w.tags)
             for w in variants
-            if w.conversion and w.base == v.base and w.tags == v.tags == settings_text(v.settings)
+            if w.conversion and w.base == v.base and w.tags == v.tags == row_tags(v)
         ]  # a row told apart by its model name (a saved checkpoint) neither joins nor is joined
         for name in dict.fromkeys(joins) or [_series_name(v.base, None, v.tags)]:
             series[name].append((v.kv_heads, v))
@@ -192,11 +192,27 @@ def plot_time_vs_kv_heads(table: Table, column: Column | None = None) -> bytes:
 METHOD_ORDER = ("mean", "first", "random", "aligned", "clustered", "clustered_aligned")
 
 
+def _plain(table: Table):
+    """Which rows Figs. 4 and 5 draw, so that they compare like with like: rows without settings tags, of
+    the whole splits, or, when the table holds only smoke rows, of the largest smoke limit
+    (``[smoke, n=N]`` and nothing else)."""
+    limits = {v.limit for v in _computed(table)}
+    drawn = None if None in limits or not limits else max(limits)
+    return lambda v: v.tags == smoke_text(drawn)
+
+
+def _smoke_note(table: Table) -> str:
+    """``  [smoke, n=4]`` in a Fig. 4/5 title when the rows drawn are smoke rows."""
+    limits = {v.limit for v in _computed(table)}
+    return "" if None in limits or not limits else f"  [smoke, n={max(limits)}]"
+
+
 def _mha_lines(ax, table: Table, column: Column | None, keep=lambda v: True) -> None:
     """The MHA rows without settings tags (and that ``keep`` accepts) as labelled dashed lines."""
+    plain = _plain(table)
     for v in _computed(table):
         score = _point(v, column)[1]
-        if v.kind == "MHA" and score is not None and not v.tags and keep(v):
+        if v.kind == "MHA" and score is not None and plain(v) and keep(v):
             ax.axhline(score, color="0.3", linestyle="--", linewidth=1, zorder=2)
             ax.annotate(
                 f"{v.label}: {score:.3g}", (1, score), xycoords=("axes fraction", "data"), xytext=(-4, 3),
@@ -207,11 +223,12 @@ def _mha_lines(ax, table: Table, column: Column | None, keep=lambda v: True) -> 
 def method_bars(table: Table, column: Column | None = None) -> dict[str, dict[str, float]]:
     """Fig. 4's bars: {variant kind (GQA-4, MQA, ...): {conversion: score}}, one bar per converted table
     row with a score (the Average, or one task's); rows that differ in settings (tags) are left out, so
-    every bar of the chart compares like with like."""
+    every bar of the chart compares like with like (smoke rows too, unless all rows are: ``_plain``)."""
     bars: dict[str, dict[str, float]] = {}
+    plain = _plain(table)
     for v in _computed(table):
         score = _point(v, column)[1]
-        if v.conversion is None or score is None or v.tags or v.uptrain_alpha != 0:
+        if v.conversion is None or score is None or not plain(v) or v.uptrain_alpha != 0:
             continue  # Fig. 4 is before uptraining
         bars.setdefault(v.kind, {})[v.conversion] = score
     return bars
@@ -250,7 +267,9 @@ def plot_conversion_methods(table: Table, column: Column | None = None) -> bytes
         ax.legend(title="variant", fontsize=7, title_fontsize=8)
     else:
         _no_data(ax, "a conversion method and a score")
-    fig.suptitle("Conversion methods before uptraining  (cf. Ainslie et al. 2023, Fig. 4)")
+    fig.suptitle(
+        "Conversion methods before uptraining  (cf. Ainslie et al. 2023, Fig. 4)" + _smoke_note(table)
+    )
     return _png(fig)
 
 
@@ -259,9 +278,10 @@ def uptraining_series(table: Table, column: Column | None = None) -> dict[str, l
     fraction in the table (alpha 0: the conversion as it is); rows with settings tags are left out, and
     so are conversions never uptrained when others were."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    plain = _plain(table)
     for v in _computed(table):
         score = _point(v, column)[1]
-        if v.conversion is None or score is None or v.tags or v.uptrain_alpha is None:
+        if v.conversion is None or score is None or not plain(v) or v.uptrain_alpha is None:
             continue
         series[f"{v.base} {v.kind} ({v.conversion})"].append((v.uptrain_alpha, score))
     uptrained = any(alpha for points in series.values() for alpha, _ in points)
@@ -300,5 +320,45 @@ def plot_uptraining(table: Table, column: Column | None = None) -> bytes:
         ax.legend(title="variant", fontsize=7, title_fontsize=8)
     else:
         _no_data(ax, "a converted variant and a score")
-    fig.suptitle("Quality vs. uptraining proportion  (cf. Ainslie et al. 2023, Fig. 5)")
+    fig.suptitle("Quality vs. uptraining proportion  (cf. Ainslie et al. 2023, Fig. 5)" + _smoke_note(table))
+    return _png(fig)
+
+
+def conversion_error_points(table: Table, column: Column | None = None) -> list[tuple[float, float, str]]:
+    """The points of ``conversion_error.png``: (measured conversion error, score, the row's label) of every
+    converted row before uptraining that has both, rows with settings tags left out (``_plain``)."""
+    plain = _plain(table)
+    points = []
+    for v in _computed(table):
+        score = _point(v, column)[1]
+        if v.conversion_error is None or score is None or not plain(v) or v.uptrain_alpha:
+            continue
+        points.append((v.conversion_error, score, v.label))
+    return sorted(points)
+
+
+def plot_conversion_error(table: Table, column: Column | None = None) -> bytes:
+    """Quality against the conversion-error predictor (gqa_eval/variant/damage.py), a point per converted
+    row before uptraining: whether the cheap measure ranks the conversions as their scores do. The
+    unconverted MHA rows (error 0) as dashed lines."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.8), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    _style(ax)
+    points = conversion_error_points(table, column)
+    if points:
+        xs, ys, labels = zip(*points, strict=True)
+        ax.scatter(xs, ys, s=46, color="tab:blue", edgecolor="white", linewidth=0.8, zorder=3)
+        for x, y, text in points:
+            ax.annotate(text, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=7, zorder=4)
+        ax.margins(x=0.2, y=0.12)
+    else:
+        _no_data(ax, "a measured conversion error and a score")
+    _mha_lines(ax, table, column, lambda v: v.conversion is None and not v.uptrain_alpha)
+    ax.set_xlabel("conversion error (mean relative output error of the converted attention layers)")
+    where = "Average over each row's tasks" if column is None else column.label
+    ax.set_ylabel(f"Quality ({where})")
+    ax.set_ylim(bottom=0)
+    fig.suptitle("Quality vs. the conversion's measured damage, before uptraining" + _smoke_note(table))
     return _png(fig)

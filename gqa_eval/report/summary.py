@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gqa_eval.io import write_atomic
 from gqa_eval.report.plots import (
+    plot_conversion_error,
     plot_conversion_methods,
     plot_quality_vs_time,
     plot_time_vs_kv_heads,
@@ -60,11 +61,14 @@ COLUMNS = [
     "peak_mem_mb", "kv_cache_bytes_per_token", "decode_floor_ratio", "decode_bound", "params", "device",
     "device_name", "threads", "dtype", "batch_size", "run_dir",
     "timing_partial", "max_input_tokens", "max_new_tokens", "shards", "decode_path",
-    "uptrain_alpha", "uptrain_steps",
+    "uptrain_alpha", "uptrain_steps", "limit", "conversion_error",
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
 TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")
-PLOTS = ("quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png", "uptraining.png")
+PLOTS = (
+    "quality_vs_time.png", "time_vs_kv_heads.png", "conversion_methods.png", "uptraining.png",
+    "conversion_error.png",
+)  # fmt: skip
 SHARDS_FILE = "shards.json"
 # Config keys in which the shards of one run may differ: the shard itself, and where and how each ran.
 # device: the parts of one set may run on different GPUs of a node or cluster (cuda:0, cuda:1, ...)
@@ -124,6 +128,11 @@ def row(result: dict, run_dir: Path | None = None, root: Path | None = None) -> 
     environment = result.get("environment") or {}
     for name in ("device_name", "threads"):
         out[name] = environment.get(name)
+    if "limit" not in result:  # a run's result.json keeps it in its config (a merged set of shards: on top)
+        out["limit"] = (result.get("config") or {}).get("limit")
+    # the predictor of the conversion's damage, measured as the variant was made (gqa_eval/variant/damage.py)
+    error = (result.get("provenance") or {}).get("conversion_error") or {}
+    out["conversion_error"] = error.get("value")
     return out
 
 
@@ -287,6 +296,7 @@ def merge_shards(s: ShardSet, cache: dict[str, dict] | None = None) -> None:
         **{col: first.get(col) for col in COLUMNS},  # the variant, task, settings: the same in every shard
         "n_samples": total,
         "task_samples": total,
+        "limit": (first.get("config") or {}).get("limit"),  # the same in every shard (their configuration)
         "shard": None,
         "shards": f"{s.n}/{s.n}",
         "score": scores[first["metric"]],
@@ -486,6 +496,7 @@ def write_report(
             PLOTS[1]: plot_time_vs_kv_heads(table, column),
             PLOTS[2]: plot_conversion_methods(table, column),
             PLOTS[3]: plot_uptraining(table, column),
+            PLOTS[4]: plot_conversion_error(table, column),
         }
         if sets:
             outputs[SHARDS_FILE] = _shards_record(sets, out_dir)

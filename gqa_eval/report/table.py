@@ -1,8 +1,9 @@
 """Report stage, the readable part: the paper's Table 1 as a pivot of summary rows, and its text forms.
 
 ``pivot(rows)`` turns the long-format summary rows (one per run) into one row per variant (base, model,
-kv_heads, conversion) and settings (``SETTINGS``: runs that differ in one are tagged and kept apart): T_infer,
-the plain mean of the primary scores present, then each task's score, repeats averaged and counted;
+kv_heads, conversion), sample size (a smoke run's ``limit``: a row of its own, whatever else is present) and
+settings (``SETTINGS``: runs that differ in one are tagged and kept apart): n, T_infer, the plain mean of the
+primary scores present, then each task's score, repeats averaged and counted;
 ``published_rows()`` are the paper's own rows, kept apart. ``to_markdown``, ``to_table_csv`` and
 ``to_text`` render it. Nothing here reads or writes files (``summary.py`` does).
 """
@@ -44,9 +45,10 @@ INCOMPLETE_NOTE = (
 )
 # Settings that change a number: runs that differ in one are never averaged together. A run-wide
 # setting is compared with the folder's most common value; a per-task one with that task's largest
-# (n_samples: the full split; the lengths: the task's own) or, for the split, its most common value. A
-# run that differs is tagged [setting=value] and goes into a row of its own, so that a limit=8 smoke run
-# or a fixed-timing run never moves a row of full natural-timing runs. In the order tags are written.
+# (n_samples: the full split, among runs of the whole split; the lengths: the task's own) or, for the
+# split, its most common value. A run that differs is tagged [setting=value] and goes into a row of its
+# own, so that a fixed-timing run never moves a row of natural-timing runs. In the order tags are written.
+# A smoke run (``limit`` cut its split) is not compared: its limit is part of its row's key (``smoke_limit``).
 TASK_SETTINGS = ("n_samples", "split", "max_input_tokens", "max_new_tokens")
 # device_name and threads: the hardware that timed a run (result.json's environment); an H100 run and a
 # V100 run, or a 2-thread and a 16-thread CPU run, are never one cell
@@ -55,8 +57,9 @@ SETTINGS = (*TASK_SETTINGS, *RUN_SETTINGS)
 LARGEST = ("n_samples", "max_input_tokens", "max_new_tokens")
 TABLE_CSV_HEAD = [
     "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "uptrain_alpha",
-    "settings", "device",
+    "smoke", "limit", "n_samples", "settings", "device",
     "timing_mode", "t_infer_s", "timing_partial", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
+    "conversion_error",
 ]  # fmt: skip
 
 
@@ -78,13 +81,15 @@ class Column:
 
 @dataclass
 class Cell:
-    """A (variant, task) cell: mean primary score over its runs, how many, and their mean time
-    (``partial``: only runs whose timing covers part of their examples had one)."""
+    """A (variant, task) cell: mean primary score over its runs, how many runs, and their mean time
+    (``partial``: only runs whose timing covers part of their examples had one); ``samples``: the
+    examples each run scored (its n; one value, as a row's runs share their sample size per task)."""
 
     score: float
     n: int
     time_s: float | None = None
     partial: bool = False
+    samples: int | None = None
 
 
 @dataclass
@@ -111,11 +116,21 @@ class Variant:
     kv_bytes: float | None = None
     device: str = ""
     settings: dict[str, object] = field(default_factory=dict)  # where its runs differ from the folder's
-    tags: list[str] = field(default_factory=list)  # in the label's [...]: model name if needed, settings
+    # in the label's [...]: the smoke limit, a model name if needed, the settings
+    tags: list[str] = field(default_factory=list)
+    limit: int | None = None  # a smoke row's limit (its runs' first ``limit`` examples); None: whole splits
+    conversion_error: float | None = None  # the conversion's measured damage (None: not measured)
 
     @property
     def n_tasks(self) -> int:
         return len(self.cells)
+
+    @property
+    def n_samples(self) -> int | None:
+        """The examples per run that every cell of the row shares (None when the tasks' sizes differ, or
+        the results do not say)."""
+        sizes = {c.samples for c in self.cells.values()}
+        return sizes.pop() if len(sizes) == 1 else None
 
     @property
     def untimed(self) -> list[str]:
@@ -140,6 +155,11 @@ class Table:
     columns: list[Column]
     variants: list[Variant]
     mixed: dict[str, list] = field(default_factory=dict)
+
+
+def _number(value) -> float | None:
+    """A summary value as a number: None for none (summary.csv's empty cell)."""
+    return None if value is None or value == "" else float(value)
 
 
 def mean_of(values) -> float | None:
@@ -179,9 +199,24 @@ def _most_common(values: list):
     return max(_sorted(counts), key=lambda x: counts[x])  # ties: the first in order
 
 
+def smoke_limit(row: dict) -> int | None:
+    """The ``limit`` that cut a run's split (a smoke run: its first ``limit`` examples), or None for a run
+    of the whole split (no limit, or a limit above the split's size, so that fewer examples were found).
+
+    It is the run's own setting, never compared with other runs: a smoke run's row is the same whatever
+    else the folder holds, and a limit=4 run and a 64-example run are never one row.
+    """
+    limit, n = row.get("limit"), row.get("n_samples")
+    if limit is None or limit == "":
+        return None
+    limit = int(limit)
+    return limit if n is None or n == "" or int(n) >= limit else None
+
+
 def references(rows: list[dict]) -> dict[tuple[str | None, str], object]:
     """What each setting of a run is compared with: ``(None, name)`` run-wide, ``(task, name)`` per task
-    (see ``SETTINGS``). A run lacking a setting (a result from before it was recorded) is not compared."""
+    (see ``SETTINGS``; a task's n_samples only among its runs of the whole split, as a smoke run's limit is
+    its own row's key). A run lacking a setting (a result from before it was recorded) is not compared."""
     refs: dict[tuple[str | None, str], object] = {}
     by_task: dict[str | None, list[dict]] = defaultdict(list)
     for r in rows:
@@ -189,6 +224,8 @@ def references(rows: list[dict]) -> dict[tuple[str | None, str], object]:
     scopes = [(None, RUN_SETTINGS, rows), *((task, TASK_SETTINGS, runs) for task, runs in by_task.items())]
     for scope, names, runs in scopes:
         for name in names:
+            if name == "n_samples":
+                runs = [r for r in runs if smoke_limit(r) is None]
             values = [v for v in (_setting(r, name) for r in runs) if v is not None]
             if values:
                 refs[(scope, name)] = max(values) if name in LARGEST else _most_common(values)
@@ -199,6 +236,8 @@ def _differs(row: dict, refs: dict) -> tuple[tuple[str, object], ...]:
     """The (setting, value) pairs in which ``row`` differs from its references, in ``SETTINGS`` order."""
     out = []
     for name in SETTINGS:
+        if name == "n_samples" and smoke_limit(row) is not None:
+            continue  # the row's own key (``smoke_limit``), not compared
         value, ref = _setting(row, name), refs.get((None if name in RUN_SETTINGS else row.get("task"), name))
         if value is not None and ref is not None and value != ref:
             out.append((name, value))
@@ -216,6 +255,8 @@ def _variant(runs: list[dict]) -> Variant:
     kv_bytes = mean_of(r.get("kv_cache_bytes_per_token") for r in runs)
     v.kv_bytes = int(kv_bytes) if kv_bytes is not None and kv_bytes.is_integer() else kv_bytes
     v.timing_mode = _most_common([_timing_mode(r) for r in runs])  # one mode: it is a grouping setting
+    # one conversion, one value (the same calibration examples whatever the task); the mean all the same
+    v.conversion_error = mean_of(_number(r.get("conversion_error")) for r in runs)
     by_cell: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         by_cell[(r["task"], r["metric"])].append(r)
@@ -224,11 +265,13 @@ def _variant(runs: list[dict]) -> Variant:
         # A resumed run timed only the examples left after the interruption (the shortest, as batches
         # run longest first): a complete timing of the same cell is used instead where there is one.
         complete = [r for r in timed if not r.get("timing_partial")]
+        sizes = {int(r["n_samples"]) for r in cell_runs if r.get("n_samples") not in (None, "")}
         v.cells[Column(task, metric).key] = Cell(
             score=statistics.fmean(float(r["score"]) for r in cell_runs),
             n=len(cell_runs),
             time_s=mean_of(float(r["time_per_sample_s"]) for r in complete or timed),
             partial=bool(timed) and not complete,
+            samples=sizes.pop() if len(sizes) == 1 else None,  # one size: n_samples keeps runs apart
         )
     # T_infer covers the tasks of the Average or none: a mean over fewer tasks would not compare
     times = [c.time_s for c in v.cells.values()]
@@ -250,12 +293,29 @@ def _label(v: Variant) -> str:
     if v.uptrain_alpha:
         how.append(f"uptrained α={v.uptrain_alpha:g}")
     label = f"{label} ({', '.join(how)})" if how else label
-    return f"{label} [{', '.join(v.tags)}]" if v.tags else label
+    return f"{label} {tags_text(v.tags)}" if v.tags else label
 
 
 def settings_text(settings: dict[str, object]) -> list[str]:
     """``{"n_samples": 8}`` -> ``["n_samples=8"]``: the tags of a row's settings."""
     return [f"{name}={value}" for name, value in settings.items()]
+
+
+def smoke_text(limit: int | None) -> list[str]:
+    """``4`` -> ``["smoke, n=4"]``: the tag of a smoke row (none for whole splits)."""
+    return [] if limit is None else [f"smoke, n={limit}"]
+
+
+def tags_text(tags: list[str]) -> str:
+    """``[smoke, n=4] [batch_size=2, saved]``: a smoke tag in brackets of its own, then the others."""
+    smoke = [t for t in tags if t.startswith("smoke, n=")]
+    groups = (smoke, [t for t in tags if t not in smoke])
+    return " ".join(f"[{', '.join(group)}]" for group in groups if group)
+
+
+def row_tags(v: Variant) -> list[str]:
+    """A row's tags from what it is (smoke limit, settings), without a model name added to tell it apart."""
+    return [*smoke_text(v.limit), *settings_text(v.settings)]
 
 
 def published_rows() -> list[Variant]:
@@ -297,15 +357,19 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             r.get("kv_heads"),
             r.get("conversion"),
             uptrain_alpha(r),
+            smoke_limit(r),  # the run's own: which row it joins never depends on the other runs
             differs,
         )
         groups[key].append(r)
+    limits = {smoke_limit(r) for r in rows}
+    if len(limits) > 1:
+        mixed["limit"] = {"none" if x is None else x for x in limits}
     variants = []
     for key, runs in groups.items():
         v = _variant(runs)
-        v.uptrain_alpha = key[-2]
+        v.uptrain_alpha, v.limit = key[-3], key[-2]
         v.settings = dict(key[-1])
-        v.tags = settings_text(v.settings)
+        v.tags = row_tags(v)
         v.label = _label(v)
         variants.append(v)
     # Same geometry under two names (a saved GQA-8 checkpoint next to model=gqa8): the row whose name is
@@ -321,6 +385,8 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             -(v.kv_heads or 0),
             v.conversion or "",
             v.uptrain_alpha or 0,
+            v.limit is not None,  # whole splits first, then smoke rows by limit
+            v.limit or 0,
             v.tags,
             str(v.model),
         )
@@ -331,7 +397,8 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
     if reference == "paper":
         keys |= set(PAPER_COLUMNS)
     columns = sorted((Column(*k) for k in keys), key=_column_order)
-    return Table(columns, variants, {name: _sorted(mixed[name]) for name in SETTINGS if name in mixed})
+    names = ("limit", *SETTINGS)
+    return Table(columns, variants, {name: _sorted(mixed[name]) for name in names if name in mixed})
 
 
 def _mixed(table: Table) -> str:
@@ -343,9 +410,13 @@ def mixed_settings_line(table: Table) -> str | None:
     """One line naming the settings in which the runs differ (None if they do not)."""
     if not table.mixed:
         return None
+    tags = [
+        *(["[smoke, n=N]"] if "limit" in table.mixed else []),
+        *(["[setting=value]"] if set(table.mixed) - {"limit"} else []),
+    ]
     return (
         f"the runs differ in {_mixed(table)}; runs that differ are never averaged together: "
-        "they are the rows tagged [setting=value]"
+        f"they are the rows tagged {' or '.join(tags)}"
     )
 
 
@@ -364,9 +435,25 @@ def _num(x: float | None, spec: str) -> str:
     return "" if x is None else format(x, spec)
 
 
+def _n_text(v: Variant) -> str:
+    """The n column: the examples per run that the row's cells share, ``by task`` when the tasks' sizes
+    differ (each cell then says its own), — for published rows and results that do not record it."""
+    sizes = {c.samples for c in v.cells.values()}
+    if v.source == PUBLISHED or sizes <= {None}:
+        return "—"
+    return "by task" if len(sizes) > 1 else str(sizes.pop())
+
+
+def _cell_text(cell: Cell, spec: str, own_n: bool) -> str:
+    """``43.21``, ``43.21 (n=64)`` when the row's cells differ in n, ``43.21 (2 runs)`` for repeats."""
+    notes = [f"n={cell.samples if cell.samples is not None else '?'}"] if own_n else []
+    notes += [f"{cell.n} runs"] if cell.n > 1 else []
+    return _num(cell.score, spec) + (f" ({', '.join(notes)})" if notes else "")
+
+
 def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     """Header and body of the human-readable table (table.md and the terminal)."""
-    header = ["Model", "T_infer (s)", "Average", *(c.label for c in table.columns)]
+    header = ["Model", "n", "T_infer (s)", "Average", *(c.label for c in table.columns)]
     body = []
     total = len(table.columns)
     for v in table.variants:
@@ -374,13 +461,11 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
         score_spec, time_spec = (".1f", ".2f") if published else (".2f", "#.3g")
         t_infer = _num(v.t_infer, time_spec) + (" (partial)" if v.timing_partial else "") or "—"
         average = f"{_num(v.average, score_spec)} ({v.n_tasks}/{total})" if v.average is not None else "—"
-        line = [f"{v.label} (published, TPUv4)" if published else v.label, t_infer, average]
+        n_text = _n_text(v)
+        line = [f"{v.label} (published, TPUv4)" if published else v.label, n_text, t_infer, average]
         for col in table.columns:
             cell = v.cells.get(col.key)
-            if cell is None:
-                line.append("—")
-            else:
-                line.append(_num(cell.score, score_spec) + (f" (n={cell.n})" if cell.n > 1 else ""))
+            line.append("—" if cell is None else _cell_text(cell, score_spec, n_text == "by task"))
         body.append(line)
     return header, body
 
@@ -435,12 +520,19 @@ def _notes(table: Table) -> list[str]:
     notes = [
         "Average: plain mean of the primary scores present in the row (R1, BLEU, F1 on a 0-100 scale, "
         "as the paper averages them); (k/N) = over k of the N task columns. — = no run.",
-        "Repeats of a variant and task are averaged; (n=K) = mean of K runs. Every run is in summary.csv.",
+        "n: examples per run in each cell (the split's, or a smoke run's limit); by task = the cells differ, "
+        "each says its own (n=N). Repeats of a variant and task are averaged; (K runs) = mean of K runs. "
+        "Every run is in summary.csv.",
         "T_infer: seconds per sample on "
         + (", ".join(devices) or "the run's device")
         + "; the mean over the row's tasks (those of its Average) of each task's mean over its runs.",
     ]
-    if table.mixed:
+    if any(v.limit is not None for v in computed):
+        notes.append(
+            "[smoke, n=N]: runs of the first N examples of each split (limit=N), never in one row with runs "
+            "of another limit or of the whole split; their scores are not the full split's."
+        )
+    if set(table.mixed) - {"limit"}:
         notes.append(
             "Runs are averaged only with runs of the same " + ", ".join(SETTINGS) + ". [setting=value]: "
             "the row's runs differ in that setting from the others (from the folder's most common value; "
@@ -504,20 +596,24 @@ def to_text(table: Table, failures: list[dict], incomplete: list[dict] = ()) -> 
 
 
 def to_table_csv(table: Table) -> str:
-    """``table.csv``: one row per variant, machine-friendly names, ``<task>_<metric>`` and ``_n``."""
+    """``table.csv``: one row per variant, machine-friendly names; ``smoke``, ``limit`` and ``n_samples``
+    (the examples per run its cells share; empty when they differ), then per task ``<task>_<metric>``,
+    ``_n_samples`` (the cell's n) and ``_runs`` (how many runs it averages)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*TABLE_CSV_HEAD, *(x for c in table.columns for x in (c.key, f"{c.key}_n"))])
+    per_cell = (x for c in table.columns for x in (c.key, f"{c.key}_n_samples", f"{c.key}_runs"))
+    writer.writerow([*TABLE_CSV_HEAD, *per_cell])
     for v in table.variants:
         computed = v.source != PUBLISHED
         line = [
             v.label, v.source, v.model, v.base, v.arch, v.n_heads, v.kv_heads, v.conversion, v.uptrain_alpha,
+            v.limit is not None if computed else None, v.limit, v.n_samples if computed else None,
             " ".join(settings_text(v.settings)), v.device, v.timing_mode, v.t_infer,
             v.timing_partial if computed else None, v.average, v.n_tasks, v.n_runs if computed else None,
-            v.kv_bytes,
+            v.kv_bytes, v.conversion_error,
         ]  # fmt: skip
         for col in table.columns:
             cell = v.cells.get(col.key)
-            line += [None, None] if cell is None else [cell.score, cell.n or None]
+            line += [None, None, None] if cell is None else [cell.score, cell.samples, cell.n or None]
         writer.writerow(["" if x is None else x for x in line])
     return buf.getvalue()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gqa_eval.variant.calibration import calibration_batches, kv_statistics
 from gqa_eval.variant.checkpoints import checkpoint_files_digest, load_checkpoint, resolved_revision
 from gqa_eval.variant.family import family_of
 from gqa_eval.variant.heads import prepare_heads, uses_calibration
+from gqa_eval.variant.loadable import write_loadable_files
 from gqa_eval.variant.pooling import check_kv_heads, check_method
 
 
@@ -111,15 +113,40 @@ def check_calibrated(family, method: str, calibration) -> None:
         )
 
 
-def calibrate_and_convert(model, tokenizer, kv_heads: int, method: str, seed: int, calibration_cfg) -> None:
-    """Convert as :func:`convert_to_gqa`, making the calibration set first when ``method`` needs one."""
+def _plain(settings):
+    return OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) else settings
+
+
+def calibrate_and_convert(
+    model, tokenizer, kv_heads: int, method: str, seed: int, calibration_cfg, error_cfg=None
+) -> dict[str, Any] | None:
+    """Convert as :func:`convert_to_gqa`, making the calibration set first when ``method`` needs one.
+
+    With ``error_cfg`` (``conversion_error``'s settings: examples, max_tokens, seed), a conversion that
+    changes the heads is measured as it is made (:func:`gqa_eval.variant.damage.conversion_error`, on
+    examples of its own); returns that record, else None.
+    """
     batches, record = None, None
-    if uses_calibration(method) and kv_heads != family_of(model).kv_heads:
-        settings = calibration_cfg
-        if isinstance(settings, DictConfig):
-            settings = OmegaConf.to_container(settings, resolve=True)
-        batches, record = calibration_batches(tokenizer, family_of(model).encoder_decoder, settings)
-    convert_to_gqa(model, kv_heads, method=method, seed=seed, calibration=batches, calibration_record=record)
+    family = family_of(model)
+    if uses_calibration(method) and kv_heads != family.kv_heads:
+        batches, record = calibration_batches(tokenizer, family.encoder_decoder, _plain(calibration_cfg))
+    convert = partial(
+        convert_to_gqa,
+        model,
+        kv_heads,
+        method=method,
+        seed=seed,
+        calibration=batches,
+        calibration_record=record,
+    )
+    if error_cfg is None or kv_heads == family.kv_heads:
+        convert()
+        return None
+    from gqa_eval.variant.damage import conversion_error
+
+    examples, settings = calibration_batches(tokenizer, family.encoder_decoder, _plain(error_cfg))
+    error = conversion_error(model, convert, examples)
+    return {**error, "max_tokens": settings["max_tokens"], "seed": settings["seed"]}
 
 
 def conversion_method(model: nn.Module) -> str | None:
@@ -139,8 +166,10 @@ def save_converted(
     model: nn.Module, tokenizer, out: str | Path, overwrite: bool = False, **provenance
 ) -> Path:
     """Save a converted model as a checkpoint ``load_checkpoint`` reloads: safetensors weights, a config
-    recording ``num_key_value_heads`` and ``gqa_conversion``, the tokenizer, and ``gqa_conversion.json``
-    (where it came from and how it was made).
+    recording ``num_key_value_heads`` and ``gqa_conversion``, the tokenizer, ``gqa_conversion.json``
+    (where it came from and how it was made), and what lets plain transformers load it too
+    (:func:`~gqa_eval.variant.loadable.write_loadable_files`: a model card, and for T5 / BART-like
+    models ``modeling_gqa.py`` with ``config.json``'s ``auto_map``).
 
     Raises:
         FileExistsError: ``out`` holds files and ``overwrite`` is false (nothing is touched then).
@@ -150,6 +179,7 @@ def save_converted(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     readable_weights(out)
+    write_loadable_files(model, out)  # modeling_gqa.py + auto_map (seq2seq) and a model card
     tokenizer.save_pretrained(out)
     family = family_of(model)
     record = {
@@ -183,10 +213,12 @@ def make_variant(cfg: DictConfig):
     model, tokenizer = load_checkpoint(source, dtype=cfg.dtype, device=cfg.device, **_load_options(base))
     loaded_kv_heads = family_of(model).kv_heads
     kv_heads = variant.get("kv_heads")
+    error = None
     if kv_heads is not None:  # G equal to the loaded heads pools nothing but is validated all the same
-        calibrate_and_convert(
-            model, tokenizer, int(kv_heads), variant.conversion, cfg.seed, variant.get("calibration")
-        )
+        error = calibrate_and_convert(
+            model, tokenizer, int(kv_heads), variant.conversion, cfg.seed, variant.get("calibration"),
+            cfg.get("conversion_error"),
+        )  # fmt: skip
     provenance = {
         "source": str(source),
         "revision": base.get("revision"),
@@ -199,6 +231,7 @@ def make_variant(cfg: DictConfig):
     history = getattr(model.config, "gqa_conversion", None) or []
     if kv_heads is not None and history and "calibration" in history[-1]:
         provenance["calibration"] = history[-1]["calibration"]
+    provenance["conversion_error"] = error
     return model, tokenizer, provenance
 
 
@@ -228,10 +261,20 @@ def convert_checkpoint(cfg: DictConfig) -> Path:
     refuse_nonempty(cfg.out, cfg.overwrite)  # before the (possibly long) load
     base = cfg.base
     model, tokenizer = load_checkpoint(base.path, dtype=cfg.dtype, device="cpu", **_load_options(base))
-    calibrate_and_convert(model, tokenizer, cfg.kv_heads, cfg.conversion, cfg.seed, cfg.get("calibration"))
+    error = calibrate_and_convert(
+        model,
+        tokenizer,
+        cfg.kv_heads,
+        cfg.conversion,
+        cfg.seed,
+        cfg.get("calibration"),
+        cfg.get("conversion_error"),
+    )
     save_converted(
         model, tokenizer, cfg.out, overwrite=cfg.overwrite, base=base.name, source=str(base.path),
         revision=base.get("revision"), weights=checkpoint_files_digest(base.path), gqa_eval=__version__,
+        conversion_error=error,
     )  # fmt: skip
-    print(f"wrote {cfg.out}: {base.name} with kv_heads={cfg.kv_heads} ({cfg.conversion})")
+    damage = f", conversion error {error['value']:.4f}" if error else ""
+    print(f"wrote {cfg.out}: {base.name} with kv_heads={cfg.kv_heads} ({cfg.conversion}{damage})")
     return Path(cfg.out)
