@@ -63,7 +63,11 @@ def build(name: str, overrides: list[str]) -> dict:
                 cfg = compose("training", overrides=[f"train={config}", *where, *BUILD, *extra])
         finally:
             GlobalHydra.instance().clear()
-        if out_dir is not None and (out_dir / "config.json").is_file() and not (out_dir / "resume").exists():
+        if (
+            out_dir is not None
+            and (out_dir / "config.json").is_file()
+            and not (out_dir / "checkpoints").exists()
+        ):
             print(f"{name} stage {k} ({config}): reusing the finished {out_dir} (delete it to retrain)")
             continue
         result = train(cfg)

@@ -1,7 +1,7 @@
-"""The training stage (gqa_eval.training: loop, data, model) and the committed tiny checkpoints: training
-lowers the loss and resumes exactly; uptraining a converted T5 saves a checkpoint the evaluation loads;
-training data never contains a bundled validation example; the committed checkpoints decode the same
-non-trivial outputs every time."""
+"""The training stage (gqa_eval.training: the loop on Hugging Face's Trainer, data, model) and the committed
+tiny checkpoints: training lowers the loss and resumes exactly from the Trainer's checkpoint; uptraining a
+converted T5 saves a checkpoint the evaluation loads; training data never contains a bundled validation
+example; the committed checkpoints decode the same non-trivial outputs every time."""
 
 from __future__ import annotations
 
@@ -138,13 +138,18 @@ def test_training_lowers_loss_and_resumes_exactly(tmp_path):
     assert set(result["eval"]) == {"cnn_dm", "wmt_en_de", "trivia_qa"}
     # The loss of a fixed batch: after one step (same run, its first save) versus after twelve.
     train(train_cfg([*TINY, f"out_dir={tmp_path / 'one'}", "steps=12", "stop_at=1", "save_every=0"]))
-    assert fixed_batch_loss(tmp_path / "full") < fixed_batch_loss(tmp_path / "one/resume") - 0.1
+    assert (
+        fixed_batch_loss(tmp_path / "full")
+        < fixed_batch_loss(tmp_path / "one/checkpoints/checkpoint-1") - 0.1
+    )
 
-    # The same run, interrupted at step 5 and resumed, ends on the same weights and optimizer state.
+    # The same run, interrupted at step 5 and resumed, ends on the same weights and optimizer state:
+    # the Trainer's own checkpoint (optimizer, scheduler, RNG), and the same batches after it.
     part = [*TINY, f"out_dir={tmp_path / 'part'}", "steps=12", "save_every=0"]
     assert train(train_cfg([*part, "stop_at=5"]))["step"] == 5
-    state = torch.load(tmp_path / "part/resume/trainer_state.pt", weights_only=True)
-    assert state["step"] == 5 and state["scheduler"]["last_epoch"] == 5
+    checkpoint = tmp_path / "part/checkpoints/checkpoint-5"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 5
+    assert torch.load(checkpoint / "scheduler.pt", weights_only=True)["last_epoch"] == 5
     assert not (tmp_path / "part/model.safetensors").exists()  # not finished yet
     assert train(train_cfg(part))["step"] == 12
     resumed = read_log(tmp_path / "part")
@@ -152,12 +157,13 @@ def test_training_lowers_loss_and_resumes_exactly(tmp_path):
     assert [r["loss"] for r in resumed if "loss" in r] == losses
     a, b = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "part/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    sa = torch.load(tmp_path / "full/resume/trainer_state.pt", weights_only=True)["optimizer"]["state"]
-    sb = torch.load(tmp_path / "part/resume/trainer_state.pt", weights_only=True)["optimizer"]["state"]
-    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    last = "checkpoints/checkpoint-12/optimizer.pt"
+    sa = torch.load(tmp_path / "full" / last, weights_only=True)["state"]
+    sb = torch.load(tmp_path / "part" / last, weights_only=True)["state"]
+    assert sa and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
     # A finished checkpoint is not trained over by accident, and resume state of other settings is refused.
-    shutil.rmtree(tmp_path / "full" / "resume")
+    shutil.rmtree(tmp_path / "full" / "checkpoints")
     with pytest.raises(FileExistsError, match="overwrite=true"):
         train(train_cfg([*TINY, f"out_dir={tmp_path / 'full'}", "steps=3"]))
     with pytest.raises(ValueError, match="other settings"):
@@ -178,7 +184,7 @@ def test_uptraining_a_converted_t5_saves_a_loadable_gqa_checkpoint(tmp_path):
     result = train(train_cfg(up))
     assert result["step"] == 3
     assert [r["step"] for r in read_log(tmp_path / "gqa2") if "eval" in r] == [0, 3]  # before and after
-    assert not (tmp_path / "gqa2/resume").exists()
+    assert not (tmp_path / "gqa2/checkpoints").exists()
     model, tokenizer = load_checkpoint(str(tmp_path / "gqa2"))
     assert attention_heads(model) == (8, 2)
     assert model.config.gqa_conversion[-1]["kv_heads"] == 2

@@ -66,7 +66,9 @@ def test_continue_recipe_continues_the_bases_last_stage(base, tmp_path):
         "warmup_steps": 2,
     }
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "up/train_log.jsonl") if "lr" in r]
-    assert lrs == pytest.approx([3e-4] * 5)  # the rate of the step after each (the base's final one)
+    assert lrs == pytest.approx(
+        [1.5e-4] + [3e-4] * 4
+    )  # the rate each step ran at: warm-up, then the base's last
     assert [lr_factor(s, saved) for s in range(5)] == [0.5, 1, 1, 1, 1]  # warm-up, then constant
     record = json.loads((tmp_path / "up/config.json").read_text())["gqa_uptraining"]
     assert (record["alpha"], record["steps"], record["recipe"], record["kv_heads"]) == (0.5, 5, "continue", 2)

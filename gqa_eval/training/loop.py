@@ -1,16 +1,20 @@
-"""Training stage: train a small MHA checkpoint on the synthetic mixture, or continue any checkpoint.
+"""Training stage: train a small MHA checkpoint, or continue any checkpoint (uptraining), on Hugging Face's
+``Trainer`` (:mod:`gqa_eval.training.engine`).
 
 ``train(cfg)`` (``conf/training.yaml``, console script ``gqa-eval-train``) either builds a model from scratch
 (``train=tiny_t5`` or ``train=tiny_llama``: architecture, tokenizer trained locally on the training
 inputs, recipe) or continues ``init_from``, a saved checkpoint, optionally converted first to ``kv_heads``
 key/value heads. Continuing a converted checkpoint for a fraction of the original steps is the paper's
-uptraining (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1). Data comes from ``gqa_eval.training.data``.
+uptraining (Ainslie et al. 2023, arXiv 2305.13245, sec. 2.1). ``objective`` names what it learns:
+``task_mixture`` (the synthetic mixture, ``gqa_eval.training.data``), ``span_corruption`` (T5's
+pre-training objective) or ``causal_lm`` on a ``corpus``, or ``distill`` (KL to the unconverted model).
 
 Everything lands in ``out_dir``: the model and tokenizer (``save_pretrained``; safetensors), the resolved
-``train_config.yaml``, and ``train_log.jsonl`` (loss every ``log_every`` steps, validation scores every
-``eval_every``). Every ``save_every`` steps ``out_dir/resume/`` gets the model, optimizer, scheduler, RNG
-state and step; rerunning the same command continues from there and follows the same data order, so an
-interrupted run ends where an uninterrupted one would.
+``train_config.yaml``, ``train_log.jsonl`` (the loss every ``log_every`` steps, validation scores every
+``eval_every``) and, every ``save_every`` steps, the Trainer's own checkpoint under ``checkpoints/``
+(model, optimizer, scheduler, RNG state of every process; sharded under FSDP / DeepSpeed). Rerunning the
+same command resumes from the latest one and follows the same data order, so an interrupted run ends
+where an uninterrupted one would. ``accelerate launch`` runs it on several processes unchanged.
 """
 
 from __future__ import annotations
@@ -27,38 +31,35 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from tqdm.auto import tqdm
 
 from gqa_eval import metrics
 from gqa_eval.generation import generate
-from gqa_eval.io import readable_weights, replace_dir
+from gqa_eval.io import readable_weights
 from gqa_eval.paths import PROJECT_ROOT
 from gqa_eval.tasks import encode, load_examples
 from gqa_eval.timing import Timer
 from gqa_eval.training.architecture import build_model
 from gqa_eval.training.data import (
-    BatchStream,
-    collate,
     encode_pairs,
     model_input_text,
     quiet_progress,
     train_tokenizer,
     training_examples,
 )
-from gqa_eval.training.kernels import lean_attention
-from gqa_eval.training.pooled import pooled_kv, pooling_for_step
 from gqa_eval.variant import family_of
-from gqa_eval.variant.checkpoints import checkpoint_source, load_checkpoint, model_class, resolve_device
+from gqa_eval.variant.checkpoints import checkpoint_source, load_checkpoint, resolve_device
 from gqa_eval.variant.conversion import calibrate_and_convert
+from gqa_eval.variant.loadable import write_loadable_files
 
-STATE_FILE = "trainer_state.pt"
+CHECKPOINTS = "checkpoints"  # the Trainer's resume checkpoints (checkpoint-N)
+DIGEST_FILE = "settings_digest.txt"  # in CHECKPOINTS: the settings a resumed run must share
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "train_config.yaml"
 # Settings that only steer a run (where it writes, how often it reports); a resumed run may change them,
 # everything else must equal the run that wrote resume/.
 RUN_CONTROL_KEYS = (
     "out_dir", "output_root", "stop_at", "log_every", "eval_every", "eval_examples", "eval_max_new_tokens",
-    "save_every", "keep_resume_state", "overwrite", "progress", "threads", "device",
+    "save_every", "keep_resume_state", "overwrite", "progress", "threads", "device", "gradient_checkpointing",
 )  # fmt: skip
 
 
@@ -216,26 +217,13 @@ def settings_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_resume(directory: Path, model, tokenizer, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Write ``directory`` (model, tokenizer, trainer state) whole (:func:`gqa_eval.io.replace_dir`)."""
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The Trainer's latest checkpoint in ``out_dir/checkpoints``, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        readable_weights(tmp)
-        tokenizer.save_pretrained(tmp)
-        full = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        torch.save({**full, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
-
-    replace_dir(directory, fill)
-
-
-def find_resume(out_dir: Path) -> Path | None:
-    """The latest complete resume directory in ``out_dir``, if any (``resume.old`` survives a crash
-    between the two renames of ``replace_dir``)."""
-    for name in ("resume", "resume.old"):
-        if (out_dir / name / STATE_FILE).is_file():
-            return out_dir / name
-    return None
+    folder = out_dir / CHECKPOINTS
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
 
 
 class JsonlLog:
@@ -255,13 +243,10 @@ class JsonlLog:
             f.write(json.dumps(record) + "\n")
 
 
-def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resume: Path | None):
-    """(model, tokenizer): from resume/, from ``init_from`` (converted if asked), or built from scratch."""
-    if resume is not None:
-        from transformers import AutoConfig, AutoTokenizer
-
-        model = model_class(AutoConfig.from_pretrained(resume)).from_pretrained(resume, dtype=torch.float32)
-        return model, AutoTokenizer.from_pretrained(resume)
+def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resuming: bool):
+    """(model, tokenizer) as training starts: ``init_from`` (converted if asked) or built from scratch
+    (a resumed run: with the tokenizer it saved in ``out_dir``); a resumed run's weights then come from
+    its checkpoint, which the Trainer loads (sharded or not)."""
     if cfg.init_from is not None:
         model, tokenizer = load_checkpoint(cfg.init_from, dtype="float32", device="cpu")
         if cfg.kv_heads is not None:
@@ -270,13 +255,104 @@ def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resume: Path | 
             )
         return model, tokenizer
     decoder_only = cfg.architecture.family != "t5"
-    texts = []
-    for name, task in tasks.items():
-        for ex in examples[name][: cfg.tokenizer.examples_per_task]:
-            texts += [model_input_text(task, ex, decoder_only), ex.references[0]]
-    tokenizer = train_tokenizer(texts, cfg.tokenizer.vocab_size, decoder_only)
+    if resuming:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(cfg.out_dir)
+    else:
+        texts = []
+        for name, task in tasks.items():
+            for ex in examples[name][: cfg.tokenizer.examples_per_task]:
+                texts += [model_input_text(task, ex, decoder_only), ex.references[0]]
+        tokenizer = train_tokenizer(texts, cfg.tokenizer.vocab_size, decoder_only)
     torch.manual_seed(cfg.seed)
     return build_model(cfg.architecture, tokenizer), tokenizer
+
+
+def _teacher(cfg: DictConfig, objective: str):
+    """The unconverted model ``distill`` learns from: ``init_from`` as it is, frozen."""
+    if objective != "distill":
+        return None
+    if cfg.init_from is None or cfg.kv_heads is None:
+        raise ValueError(
+            "objective=distill learns a conversion from the model it was converted from: set "
+            "init_from=CHECKPOINT and kv_heads=G"
+        )
+    teacher, _ = load_checkpoint(cfg.init_from, dtype="float32", device="cpu")
+    return teacher.eval().requires_grad_(False)
+
+
+def _corpus_blocks(cfg: DictConfig, tokenizer, encoder_decoder: bool):
+    """(dataset, collator) of a corpus objective: fixed-length blocks of ``cfg.corpus``, tokenised on the
+    fly; span corruption for an encoder-decoder (``block_tokens`` the input length after corruption),
+    causal LM for a decoder-only model."""
+    from gqa_eval.training.corpus import iter_texts, tokenize_stream
+    from gqa_eval.training.engine import Blocks
+    from gqa_eval.training.objectives import CausalLMCollator, SpanCorruptionCollator, packed_blocks
+
+    corpus, length = cfg.corpus, int(cfg.block_tokens)
+    if encoder_decoder:
+        collator = SpanCorruptionCollator(
+            tokenizer, length, cfg.span_corruption.noise_density, cfg.span_corruption.mean_span, cfg.seed
+        )
+        length = collator.expanded_length
+    else:
+        collator = CausalLMCollator(tokenizer, length)
+    eos = tokenizer.eos_token_id
+
+    def blocks():
+        texts = iter_texts(corpus.source, corpus.field, corpus.get("name"), corpus.get("split", "train"))
+        return packed_blocks(tokenize_stream(texts, tokenizer), length, eos)
+
+    return Blocks(blocks), collator
+
+
+def _checkpointing(on: bool) -> dict[str, bool]:
+    """Gradient (activation) checkpointing, under the name this transformers version takes (5.25 renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing``); nothing when off."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if not on:
+        return {}
+    names = inspect.signature(TrainingArguments.__init__).parameters
+    return {
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True
+    }
+
+
+def _arguments(cfg: DictConfig, out_dir: Path, objective_data: str):
+    """The Trainer's settings from ``conf/training.yaml``'s."""
+    from transformers import TrainingArguments
+
+    save_every = int(cfg.save_every or 0)
+    return TrainingArguments(
+        output_dir=str(out_dir / CHECKPOINTS),
+        max_steps=int(cfg.steps),
+        per_device_train_batch_size=1 if objective_data == "task_mixture" else int(cfg.batch_size),
+        gradient_accumulation_steps=int(cfg.grad_accum),
+        learning_rate=float(cfg.lr),
+        weight_decay=float(cfg.weight_decay),
+        adam_beta1=float(cfg.betas[0]),
+        adam_beta2=float(cfg.betas[1]),
+        max_grad_norm=float(cfg.grad_clip or 0.0),
+        optim=str(cfg.optim),
+        bf16=bool(cfg.bf16),
+        **_checkpointing(bool(cfg.gradient_checkpointing)),
+        logging_steps=int(cfg.log_every),
+        save_strategy="steps" if save_every else "no",
+        save_steps=save_every or 1,
+        save_total_limit=1,
+        seed=int(cfg.seed),
+        data_seed=int(cfg.seed),
+        use_cpu=resolve_device(cfg.device).type == "cpu",  # auto: CUDA where there is one
+        report_to=[],
+        disable_tqdm=not cfg.progress,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -290,29 +366,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg)
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
-    plan_uptraining(cfg)  # before the digest: a resumed uptraining run must plan the same steps
-    out_dir = Path(cfg.out_dir)
-    resume = find_resume(out_dir)
+def _check_start(cfg: DictConfig, out_dir: Path) -> Path | None:
+    """The checkpoint a rerun resumes from (None: a new run); refuse a finished checkpoint without
+    overwrite=true, and a checkpoint written with other settings."""
+    resume = last_checkpoint(out_dir)
     if resume is None and (out_dir / "config.json").is_file() and not cfg.overwrite:
         raise FileExistsError(
             f"{out_dir} already holds a trained checkpoint and no resume state; "
             "choose another out_dir, or pass overwrite=true to train over it"
         )
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    state = torch.load(resume / STATE_FILE, weights_only=True) if resume else None
-    if state is not None and state["fingerprint"] != settings_digest(cfg):
+    digest = out_dir / CHECKPOINTS / DIGEST_FILE
+    if resume is not None and (not digest.is_file() or digest.read_text().strip() != settings_digest(cfg)):
         raise ValueError(
             f"{resume} was written by a run with other settings (other than {', '.join(RUN_CONTROL_KEYS)}); "
             "rerun with the same settings to resume, or choose another out_dir"
         )
+    return resume
+
+
+def _task_data(cfg: DictConfig, needed: bool) -> tuple[dict, dict]:
+    """The tasks (validation, and the mixture's configs) and, where needed, their generated examples."""
     tasks = {
         name: OmegaConf.to_container(task, resolve=True)
         for name, task in cfg.tasks.items()
         if cfg.data.examples.get(name, 0) > 0
     }
+    if not needed:
+        return tasks, {}
     with tempfile.TemporaryDirectory() as tmp:
         examples = {
             name: training_examples(
@@ -322,31 +402,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 Path(tmp),
                 cfg.data.counterfactual_qa,
                 cfg.data.easy_qa_fraction,
-            )
+            )  # fmt: skip
             for name, task in tasks.items()
         }
-    model, tokenizer = _initial_model(cfg, examples, tasks, resume)
-    model.to(device).train()
-    family = family_of(model)
-    decoder_only = not family.encoder_decoder
-    pairs = [
-        p
-        for name, task in tasks.items()
-        for p in encode_pairs(task, examples[name], tokenizer, decoder_only, cfg.data.max_input_tokens)
-    ]
-    lengths = [len(p.source) + len(p.target) for p in pairs]
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    step, elapsed = 0, 0.0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, elapsed = state["step"], state["elapsed_s"]
-    else:
-        torch.manual_seed(cfg.seed)
+    return tasks, examples
+
+
+def _write_start(cfg: DictConfig, out_dir: Path, model, tokenizer, examples: dict, resuming: bool) -> None:
+    """train_config.yaml, the settings digest, the tokenizer and the log's first line (a new run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     saved_cfg = OmegaConf.to_container(cfg, resolve=True)
     saved_cfg["out_dir"] = portable(out_dir)
@@ -354,82 +417,111 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if saved_cfg.get(key) and Path(saved_cfg[key]).exists():
             saved_cfg[key] = portable(saved_cfg[key])
     (out_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved_cfg), encoding="utf-8")
-    log = JsonlLog(out_dir / LOG_FILE, step if state is not None else None)
-    if state is None:
-        log.write({
-            "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": family.n_heads,
-            "kv_heads": family.kv_heads, "examples": {n: len(e) for n, e in examples.items()},
-            "torch_threads": torch.get_num_threads(),
-        })  # fmt: skip
+    if resuming:
+        return
+    (out_dir / CHECKPOINTS).mkdir(exist_ok=True)
+    (out_dir / CHECKPOINTS / DIGEST_FILE).write_text(settings_digest(cfg) + "\n")
+    tokenizer.save_pretrained(out_dir)
+    family = family_of(model)
+    JsonlLog(out_dir / LOG_FILE, None).write({
+        "step": 0, "params": sum(p.numel() for p in model.parameters()), "n_heads": family.n_heads,
+        "kv_heads": family.kv_heads, "examples": {n: len(e) for n, e in examples.items()},
+        "objective": cfg.objective, "torch_threads": torch.get_num_threads(),
+    })  # fmt: skip
+
+
+def _save_final(cfg: DictConfig, trainer, out_dir: Path, tokenizer) -> None:
+    """The trained checkpoint into ``out_dir`` (the full weights, gathered from every process), and the
+    resume checkpoints dropped unless ``keep_resume_state``."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = trainer.accelerator.get_state_dict(trainer.model)  # every process takes part (FSDP, ZeRO-3)
+    if not trainer.is_world_process_zero():
+        return
+    if cfg.init_from is not None:  # what the evaluation records of an uptrained checkpoint
+        model.config.gqa_uptraining = uptraining_record(cfg)
+    model.save_pretrained(out_dir, state_dict=state)
+    readable_weights(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    write_loadable_files(model, out_dir)
+    if not cfg.keep_resume_state:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    from gqa_eval.training.engine import GQATrainer, Pairs, Progress, TokenBudgetBatches
+    from gqa_eval.training.objectives import check_objective
+
+    plan_uptraining(cfg)  # before the digest: a resumed uptraining run must plan the same steps
+    out_dir = Path(cfg.out_dir)
+    resume = _check_start(cfg, out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    objective = str(cfg.objective)
+    data_kind = str(cfg.distill.data) if objective == "distill" else objective
+    building = cfg.init_from is None
+    tasks, examples = _task_data(cfg, data_kind == "task_mixture" or (building and resume is None))
+    model, tokenizer = _initial_model(cfg, examples, tasks, resume is not None)
+    encoder_decoder = family_of(model).encoder_decoder
+    check_objective(objective, encoder_decoder)
+    args = _arguments(cfg, out_dir, data_kind)
+    decoder_only = not encoder_decoder
+    extra: dict[str, Any] = {}
+    if data_kind == "task_mixture":
+        pairs = [
+            p
+            for name, task in tasks.items()
+            for p in encode_pairs(task, examples[name], tokenizer, decoder_only, cfg.data.max_input_tokens)
+        ]
+        total = int(cfg.steps) * int(cfg.grad_accum) * args.world_size
+        lengths = [len(p.source) + len(p.target) for p in pairs]
+        dataset, collator = Pairs(pairs), None
+        extra = {"token_batches": TokenBudgetBatches(lengths, int(cfg.batch_tokens), int(cfg.seed), total)}
+    elif data_kind in ("span_corruption", "causal_lm", "corpus"):
+        dataset, collator = _corpus_blocks(cfg, tokenizer, encoder_decoder)
+    else:
+        raise ValueError(f"distill.data={data_kind!r}: choose task_mixture or corpus")
+    if args.process_index == 0:
+        _write_start(cfg, out_dir, model, tokenizer, examples, resume is not None)
+        if resume is not None:  # the log reads as one run: lines after the checkpoint's step go
+            JsonlLog(out_dir / LOG_FILE, _checkpoint_step(resume))
 
     def run_eval(at: int) -> dict[str, float]:
-        scores = validate(model, tokenizer, tasks, cfg.eval_examples, cfg.eval_max_new_tokens)
+        plain = trainer.accelerator.unwrap_model(trainer.model)
+        scores = validate(plain, tokenizer, tasks, cfg.eval_examples, cfg.eval_max_new_tokens)
         average = sum(scores.values()) / len(scores)
-        log.write({"step": at, "eval": scores, "average": average})
-        bar.write(f"step {at}: validation average {average:.1f} " + json.dumps(scores))
+        progress.write({"step": at, "eval": scores, "average": average})
+        print(f"step {at}: validation average {average:.1f} " + json.dumps(scores), flush=True)
         return scores
 
-    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at is not None else cfg.steps
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.name}", disable=not cfg.progress)
-    scores: dict[str, float] = {}
-    if state is None and cfg.init_from is not None and cfg.eval_every:
-        scores = run_eval(0)  # the starting point of an uptraining run (e.g. the converted model)
-    kv_heads = family.kv_heads
-    stream = BatchStream(lengths, cfg.batch_tokens, cfg.seed, start=step)
-    loss_sum, tokens, last_loss = 0.0, 0, None
-    window_start, started = time.perf_counter(), time.perf_counter() - elapsed
-    while step < stop:
-        epoch, indices = stream.next()
-        batch = collate([pairs[i] for i in indices], tokenizer.pad_token_id, decoder_only)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        groups = pooling_for_step(cfg.pool_kv, cfg.seed, step, int(cfg.pool_kv_from * cfg.steps))
-        if groups is not None and (groups >= kv_heads or kv_heads % groups):
-            groups = None  # e.g. uptraining a GQA-2 conversion: only G = 1 still pools
-        with lean_attention(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            if groups is None:
-                loss = model(**batch).loss
-            else:
-                loss = torch.func.functional_call(model, pooled_kv(model, groups), args=(), kwargs=batch).loss
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        n_target = int((batch["labels"] != -100).sum())
-        loss_sum, tokens = loss_sum + loss.item() * n_target, tokens + n_target
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == stop:
-            now = time.perf_counter()
-            last_loss = loss_sum / tokens
-            log.write({
-                "step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
-                "epoch": epoch, "elapsed_s": round(now - started, 1),
-                "steps_per_s": round(cfg.log_every / max(now - window_start, 1e-9), 4),
-            })  # fmt: skip
-            bar.set_postfix(loss=f"{last_loss:.3f}")
-            loss_sum, tokens, window_start = 0.0, 0, now
-        if cfg.eval_examples and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-            scores = run_eval(step)  # eval_examples=0: no validation (an evaluation follows, say)
-        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
-            resume_state = {
-                "step": step,
-                "elapsed_s": time.perf_counter() - started,
-                "fingerprint": settings_digest(cfg),
-            }
-            save_resume(out_dir / "resume", model, tokenizer, optimizer, scheduler, resume_state)
-    bar.close()
+    progress = Progress(
+        out_dir / LOG_FILE, run_eval if cfg.eval_examples and tasks else None, int(cfg.eval_every or 0),
+        int(cfg.steps), cfg.stop_at, cfg.init_from is not None and bool(cfg.eval_every),
+    )  # fmt: skip
+    teacher = _teacher(cfg, objective)
+    trainer = GQATrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
+        callbacks=[progress], lr_factor=lambda s: lr_factor(s, cfg), pool_kv=cfg.pool_kv,
+        pool_kv_from=float(cfg.pool_kv_from), pool_seed=int(cfg.seed), teacher=teacher,
+        distill=OmegaConf.to_container(cfg.distill, resolve=True), pad_id=tokenizer.pad_token_id,
+        decoder_only=decoder_only, **extra,
+    )  # fmt: skip
+    if not cfg.progress:  # the Trainer prints every log record when its bar is off: train_log.jsonl has them
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    if teacher is not None:
+        teacher.to(args.device)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    step = trainer.state.global_step
     if step >= cfg.steps:  # only now: until here out_dir keeps any checkpoint it held, whole
-        if cfg.init_from is not None:  # what the evaluation records of an uptrained checkpoint
-            model.config.gqa_uptraining = uptraining_record(cfg)
-        model.save_pretrained(out_dir)
-        readable_weights(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        if not cfg.keep_resume_state:
-            shutil.rmtree(out_dir / "resume", ignore_errors=True)
-    return {"out_dir": str(out_dir), "step": step, "loss": last_loss, "eval": scores,
+        _save_final(cfg, trainer, out_dir, tokenizer)
+    return {"out_dir": str(out_dir), "step": step, "loss": progress.last_loss, "eval": progress.scores,
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="training")

@@ -125,7 +125,7 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
 
 def finished(out_dir: Path) -> bool:
     """A finished uptraining: the checkpoint is saved and no resume state is left."""
-    return (out_dir / "config.json").is_file() and not (out_dir / "resume").exists()
+    return (out_dir / "config.json").is_file() and not (out_dir / "checkpoints").exists()
 
 
 @contextlib.contextmanager
