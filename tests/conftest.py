@@ -256,3 +256,15 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     return cache
+
+
+class IdsTokenizer:
+    """A tokenizer stand-in for generate(): predictions are the token ids as text."""
+
+    pad_token_id, eos_token_id = 0, 1
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [self.decode(r) for r in rows]

@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 import torch._dynamo.utils as dynamo_utils
+from conftest import IdsTokenizer as _Ids
 from conftest import compose_config, make_decoder, make_t5, seqs
 
 from gqa_eval.decode_path import DecodePath, decode_path
@@ -27,18 +28,6 @@ MODELS = {
     "llama-mha": lambda: make_decoder(),
     "llama-mqa": lambda: convert_to_gqa(make_decoder(), 1),
 }
-
-
-class _Ids:
-    """A tokenizer stand-in: predictions are the token ids as text."""
-
-    pad_token_id, eos_token_id = 0, 1
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [self.decode(r) for r in rows]
 
 
 def _padded(batch, left):

@@ -7,24 +7,13 @@ batches come longest first, so without a reset every later batch would attend ov
 from __future__ import annotations
 
 import pytest
+from conftest import IdsTokenizer as _Ids
 from conftest import make_decoder
 
 from gqa_eval.decode_path import DecodePath
 from gqa_eval.generation import generate
 from gqa_eval.timing import Timer
 from gqa_eval.variant.conversion import convert_to_gqa
-
-
-class _Ids:
-    """A tokenizer stand-in: predictions are the token ids as text."""
-
-    pad_token_id, eos_token_id = 0, 1
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [self.decode(r) for r in rows]
 
 
 @pytest.mark.parametrize("repeats", [1, 2])
