@@ -103,7 +103,7 @@ def test_a_base_without_training_configs_needs_the_recipe_or_its_steps(tmp_path,
         train(
             uptrain_cfg(tmp_path / "hub_like", tmp_path / "up", "uptrain.alpha=0.1", "uptrain.recipe=given")
         )
-    with pytest.raises(ValueError, match="needs init_from"):
+    with pytest.raises(ValueError, match="need init_from=CHECKPOINT"):
         train(compose_config("training", [*TINY, f"out_dir={tmp_path / 'x'}", "uptrain.alpha=0.1"]))
 
 

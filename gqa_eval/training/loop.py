@@ -91,59 +91,133 @@ def stage_configs(directory: Path) -> list[Path]:
     return [*stages, last] if last.is_file() else []
 
 
+def preset_pretraining(init_from: str) -> dict[str, Any] | None:
+    """The ``pretraining`` block (steps, batch_tokens, source) of the base preset under ``conf/base/``
+    whose ``path`` is ``init_from`` (a hub id as the presets spell it), or None."""
+    wanted = str(init_from).rstrip("/")
+    for preset in sorted((PROJECT_ROOT / "conf" / "base").glob("*.yaml")):
+        base = OmegaConf.load(preset)
+        if str(base.get("path", "")).rstrip("/") == wanted and base.get("pretraining") is not None:
+            return {**OmegaConf.to_container(base.pretraining, resolve=True), "preset": portable(preset)}
+    return None
+
+
+def base_pretraining(cfg: DictConfig, stages: list, configs: list[Path]) -> dict[str, Any] | None:
+    """How long the base was trained: ``{"steps", "tokens" (None when its batch is unknown), "from"}``,
+    from ``uptrain.base_steps`` (with ``uptrain.base_batch_tokens``), else the base preset's
+    ``pretraining`` (conf/base/, passed by gqa-eval as ``uptrain.pretraining`` or found by
+    ``init_from``), else the stage configs the checkpoint carries; None when none of them says."""
+    up = cfg.uptrain
+    if up.get("base_steps"):
+        batch = up.get("base_batch_tokens")
+        steps = int(up.base_steps)
+        return {"steps": steps, "tokens": steps * int(batch) if batch else None, "from": "uptrain.base_steps"}
+    preset = up.get("pretraining")
+    preset = OmegaConf.to_container(preset, resolve=True) if preset is not None else None
+    preset = preset or preset_pretraining(str(cfg.init_from))
+    if preset:
+        steps, batch = int(preset["steps"]), preset.get("batch_tokens")
+        where = preset.get("preset") or "uptrain.pretraining"
+        return {"steps": steps, "tokens": steps * int(batch) if batch else None, "from": where}
+    if stages:
+        return {
+            "steps": sum(int(s.steps) for s in stages),
+            "tokens": sum(int(s.steps) * int(s.batch_tokens) for s in stages),
+            "from": portable(configs[-1]),
+        }
+    return None
+
+
+def tokens_per_step(cfg: DictConfig) -> int:
+    """Tokens one optimizer step trains on, over every process: the task mixture's ``batch_tokens``
+    (padding included) or ``batch_size x block_tokens`` corpus tokens (span corruption: inputs), times
+    ``grad_accum`` and the processes (``WORLD_SIZE``, which ``accelerate launch`` sets)."""
+    import os
+
+    objective = str(cfg.objective)
+    data = str(cfg.distill.data) if objective == "distill" else objective
+    per_micro = int(cfg.batch_tokens) if data == "task_mixture" else int(cfg.batch_size) * int(cfg.block_tokens)
+    return per_micro * int(cfg.grad_accum) * int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def plan_uptraining(cfg: DictConfig) -> None:
     """Fill ``cfg`` for uptraining (``uptrain.*``, with ``init_from``), in place.
 
-    ``uptrain.alpha`` sets ``steps`` to alpha x the base's training steps (``uptrain.base_steps``, or the
-    sum over the stage configs the checkpoint carries). ``uptrain.recipe=continue`` continues the base's
-    last stage (Ainslie et al. 2023, sec. 2.1: uptraining runs the base's pre-training recipe on): its
-    data mixture, ``batch_tokens``, optimizer settings and bf16, at the learning rate that stage ended
-    with (constant: the continuation of a finished decay), after a linear warm-up that takes the same
-    fraction of this run as the stage's warm-up took of the stage; K/V pooling (``pool_kv``, the bundled
-    bases' stand-in for uptraining) is off. ``uptrain.continues`` records what was taken from where.
+    The run's length: ``uptrain.alpha`` is the paper's fraction of the base's pre-training, taken as a
+    token budget, alpha x its steps x its batch (:func:`base_pretraining`); ``uptrain.tokens`` gives the
+    budget itself. ``steps`` is the budget over this run's :func:`tokens_per_step`, so that the fraction
+    holds whatever batch, accumulation or number of processes trains it (with the base's batch: alpha x
+    its steps). Where the base's batch is unknown (``uptrain.base_steps`` alone), alpha x its steps.
+    ``uptrain.planned`` records the arithmetic.
+
+    ``uptrain.recipe=continue`` continues the base's last stage (Ainslie et al. 2023, sec. 2.1:
+    uptraining runs the base's pre-training recipe on): its data mixture, ``batch_tokens`` (corpus
+    objectives: ``batch_size`` so that a step holds as many tokens), optimizer settings and bf16, at the
+    learning rate that stage ended with (constant: the continuation of a finished decay), after a linear
+    warm-up that takes the same fraction of this run as the stage's warm-up took of the stage; K/V
+    pooling (``pool_kv``, the bundled bases' stand-in for uptraining) is off. ``uptrain.continues``
+    records what was taken from where.
 
     Raises:
         ValueError: uptraining settings without ``init_from``, an unknown recipe, or a base that carries
             no training config where one is needed (name what to set instead).
     """
     up = cfg.get("uptrain") or {}
-    alpha, recipe = up.get("alpha"), up.get("recipe", "given")
+    alpha, recipe, budget = up.get("alpha"), up.get("recipe", "given"), up.get("tokens")
     if recipe not in ("continue", "given"):
         raise ValueError(
             f"uptrain.recipe={recipe!r}: choose continue (the base's last stage, continued) or given"
         )
     if cfg.init_from is None:
-        if alpha is not None:
+        if alpha is not None or budget is not None:
             raise ValueError(
-                "uptrain.alpha needs init_from=CHECKPOINT: the checkpoint whose training it continues"
+                "uptrain.alpha / uptrain.tokens need init_from=CHECKPOINT: the checkpoint whose training "
+                "they continue"
             )
         return
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0):
         raise ValueError(f"uptrain.alpha must be a fraction > 0 of the base's training steps, got {alpha!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
+        raise ValueError(f"uptrain.tokens must be a whole number of tokens > 0, got {budget!r}")
+    if alpha is not None and budget is not None:
+        raise ValueError("uptrain.alpha and uptrain.tokens both set the run's length; give one of them")
     source = checkpoint_source(str(cfg.init_from))
     configs = stage_configs(source) if isinstance(source, Path) else []
     stages = [OmegaConf.load(p) for p in configs]
     if recipe == "continue" and not stages:
         raise ValueError(
             f"uptrain.recipe=continue: {cfg.init_from} carries no {CONFIG_FILE} to continue; give the recipe "
-            "(steps or uptrain.alpha with uptrain.base_steps, batch_tokens, lr, data.examples) and "
-            "uptrain.recipe=given"
+            "(lr, batch_size or batch_tokens, ...) with uptrain.recipe=given"
         )
-    base_steps = up.get("base_steps") or (sum(int(s.steps) for s in stages) if stages else None)
+    base = base_pretraining(cfg, stages, configs)
     with open_dict(cfg):
-        if alpha is not None:
-            if not base_steps:
-                raise ValueError(
-                    f"uptrain.alpha: {cfg.init_from} carries no {CONFIG_FILE} to count its training steps; "
-                    "set uptrain.base_steps=N (the steps it was trained for)"
-                )
-            cfg.steps = max(1, round(alpha * base_steps))
+        if recipe == "continue":
+            last = stages[-1]
+            for key in ("batch_tokens", "betas", "weight_decay", "grad_clip", "bf16"):
+                cfg[key] = last[key]
+            cfg.batch_size = max(1, int(last.batch_tokens) // int(cfg.block_tokens))
+            cfg.data = last.data
+        if alpha is not None and base is None:
+            raise ValueError(
+                f"uptrain.alpha: nothing says how long {cfg.init_from} was trained (no base preset with "
+                f"pretraining, no {CONFIG_FILE}); set uptrain.base_steps=N and uptrain.base_batch_tokens=T "
+                "(its pre-training steps and tokens per step), or uptrain.tokens=N"
+            )
+        if alpha is not None or budget is not None:
+            per_step = tokens_per_step(cfg)
+            if budget is None and base["tokens"] is None:
+                cfg.steps = max(1, round(alpha * base["steps"]))
+            else:
+                budget = budget if budget is not None else alpha * base["tokens"]
+                cfg.steps = max(1, round(budget / per_step))
+            cfg.uptrain.planned = {
+                "tokens": int(budget) if budget is not None else None,
+                "tokens_per_step": per_step,
+                "steps": int(cfg.steps),
+                "base": base,
+            }
         if recipe == "given":
             return
-        last = stages[-1]
-        for key in ("batch_tokens", "betas", "weight_decay", "grad_clip", "bf16"):
-            cfg[key] = last[key]
-        cfg.data = last.data
         cfg.lr = final_lr(last)
         cfg.schedule = "constant"
         fraction = min(int(last.warmup_steps), int(last.steps)) / int(last.steps)
@@ -152,7 +226,7 @@ def plan_uptraining(cfg: DictConfig) -> None:
         cfg.uptrain.continues = {
             "train_config": portable(configs[-1]),
             "stage": str(last.get("name")),
-            "base_steps": int(base_steps),
+            "base_steps": int(base["steps"]),
             "lr": cfg.lr,
             "warmup_steps": int(cfg.warmup_steps),
         }
@@ -168,6 +242,8 @@ def uptraining_record(cfg: DictConfig) -> dict[str, Any]:
         "kv_heads": cfg.kv_heads,
         "conversion": cfg.conversion if cfg.kv_heads is not None else None,
         "alpha": up.get("alpha"),
+        "tokens": (up.get("planned") or {}).get("tokens"),
+        "objective": str(cfg.objective),
         "steps": int(cfg.steps),
         "recipe": up.get("recipe", "given"),
         "continues": OmegaConf.to_container(up.continues) if up.get("continues") is not None else None,
@@ -267,6 +343,20 @@ def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resuming: bool)
         tokenizer = train_tokenizer(texts, cfg.tokenizer.vocab_size, decoder_only)
     torch.manual_seed(cfg.seed)
     return build_model(cfg.architecture, tokenizer), tokenizer
+
+
+def add_sentinels(model, tokenizer, count: int = 100) -> bool:
+    """Give a tokenizer without them T5's sentinels ``<extra_id_0>`` .. ``<extra_id_{count-1}>``,
+    numbered down from the top of the vocabulary as T5's are, and grow the model's embeddings (and
+    output layer) to match: the new rows start at the mean of the old ones (transformers'
+    ``mean_resizing``). Returns False, changing nothing, when the tokenizer has them already."""
+    first = tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    if first is not None and first != getattr(tokenizer, "unk_token_id", None):
+        return False
+    tokenizer.add_tokens([f"<extra_id_{i}>" for i in reversed(range(count))], special_tokens=True)
+    model.resize_token_embeddings(len(tokenizer))
+    print(f"span_corruption: added {count} sentinel tokens; vocabulary now {len(tokenizer)}", flush=True)
+    return True
 
 
 def _teacher(cfg: DictConfig, objective: str):
@@ -463,6 +553,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     model, tokenizer = _initial_model(cfg, examples, tasks, resume is not None)
     encoder_decoder = family_of(model).encoder_decoder
     check_objective(objective, encoder_decoder)
+    if objective == "span_corruption" and cfg.span_corruption.get("add_sentinels"):
+        add_sentinels(model, tokenizer)
     args = _arguments(cfg, out_dir, data_kind)
     decoder_only = not encoder_decoder
     extra: dict[str, Any] = {}

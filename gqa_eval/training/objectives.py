@@ -24,7 +24,8 @@ OBJECTIVES = ("span_corruption", "causal_lm", "distill", "task_mixture")
 IGNORE_INDEX = -100  # the label value transformers' losses skip
 
 _SENTINEL_FIX = (
-    "use a T5 tokenizer (it has <extra_id_0>..<extra_id_99>) or add them, highest id first: "
+    "use a T5 tokenizer (it has <extra_id_0>..<extra_id_99>), or let gqa-eval-train add them with "
+    "span_corruption.add_sentinels=true, or add them yourself, highest id first: "
     "tokenizer.add_tokens([f'<extra_id_{i}>' for i in reversed(range(100))], special_tokens=True) "
     "and model.resize_token_embeddings(len(tokenizer))"
 )

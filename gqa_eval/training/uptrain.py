@@ -25,11 +25,13 @@ from gqa_eval.paths import PROJECT_ROOT, resolve
 
 
 def uptrain_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.uptrain`` checked: ``{"alpha", "recipe", "base_steps", "out_root"}`` (alpha 0 when unset).
+    """``cfg.uptrain`` checked: ``{"alpha", "tokens", "recipe", "base_steps", "objective", "train",
+    "out_root"}`` (alpha 0 when unset; uptraining runs when alpha > 0 or tokens is set).
 
     Raises:
-        ValueError: alpha not a number >= 0; alpha > 0 without ``model.kv_heads`` or with
-            ``model.checkpoint`` (a saved checkpoint is evaluated as it is); an unknown recipe.
+        ValueError: alpha not a number >= 0, tokens not a count > 0, both set; uptraining without
+            ``model.kv_heads`` or with ``model.checkpoint`` (a saved checkpoint is evaluated as it is);
+            an unknown recipe or objective; ``train`` not a mapping.
     """
     up = dict(OmegaConf.to_container(cfg.uptrain, resolve=True)) if cfg.get("uptrain") is not None else {}
     alpha = up.get("alpha") or 0
@@ -43,21 +45,43 @@ def uptrain_settings(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(
             f"uptrain.recipe={recipe!r}: choose continue (the base's last stage, continued) or given"
         )
-    if alpha > 0 and cfg.model.get("checkpoint"):
+    tokens = up.get("tokens")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0):
+        raise ValueError(f"uptrain.tokens must be a whole number of tokens > 0 (or null), got {tokens!r}")
+    if tokens is not None and alpha:
         raise ValueError(
-            "uptrain.alpha > 0 uptrains a conversion of the base, but model.checkpoint loads a saved "
-            "checkpoint as it is; drop one of them (uptrain a saved checkpoint with "
-            "gqa-eval-train init_from=DIR)"
+            "uptrain.alpha and uptrain.tokens both set the uptraining's length; give one of them"
         )
-    if alpha > 0 and cfg.model.get("kv_heads") is None:
+    from gqa_eval.training.objectives import OBJECTIVES
+
+    objective = up.get("objective") or "task_mixture"
+    if objective not in OBJECTIVES:
+        raise ValueError(f"uptrain.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    train = up.get("train") or {}
+    if not isinstance(train, dict):
         raise ValueError(
-            f"uptrain.alpha={alpha:g} uptrains a converted variant, but model={cfg.model.name} converts "
-            "nothing; choose a variant with key/value heads (model=gqa8, model=mqa, model.kv_heads=N)"
+            f"uptrain.train must be a mapping of conf/training.yaml settings, got {train!r}; "
+            "e.g. +uptrain.train.grad_accum=4"
+        )
+    if (alpha > 0 or tokens) and cfg.model.get("checkpoint"):
+        raise ValueError(
+            "uptraining (uptrain.alpha / uptrain.tokens) uptrains a conversion of the base, but "
+            "model.checkpoint loads a saved checkpoint as it is; drop one of them (uptrain a saved "
+            "checkpoint with gqa-eval-train init_from=DIR)"
+        )
+    if (alpha > 0 or tokens) and cfg.model.get("kv_heads") is None:
+        length = f"uptrain.alpha={alpha:g}" if alpha else "uptrain.tokens"
+        raise ValueError(
+            f"{length} uptrains a converted variant, but model={cfg.model.name} converts nothing; "
+            "choose a variant with key/value heads (model=gqa8, model=mqa, model.kv_heads=N)"
         )
     return {
         "alpha": float(alpha),
+        "tokens": int(tokens) if tokens else None,
         "recipe": recipe,
         "base_steps": up.get("base_steps"),
+        "objective": str(objective),
+        "train": train,
         "out_root": up.get("out_root") or "outputs/uptrained",
     }
 
@@ -76,6 +100,12 @@ def _identity(cfg: DictConfig, up: dict[str, Any]) -> dict[str, Any]:
         "recipe": up["recipe"],
         "base_steps": up["base_steps"],
         "seed": int(cfg.seed),
+        # added later: a checkpoint of the defaults keeps the digest it had before they existed
+        **({"tokens": up["tokens"]} if up["tokens"] else {}),
+        **({"objective": up["objective"]} if up["objective"] != "task_mixture" else {}),
+        **({"train": up["train"]} if up["train"] else {}),
+        **({"pretraining": OmegaConf.to_container(cfg.base.pretraining, resolve=True)}
+           if cfg.base.get("pretraining") is not None else {}),
     }
 
 
@@ -84,7 +114,9 @@ def uptrained_dir(cfg: DictConfig, up: dict[str, Any] | None = None) -> Path:
     up = up or uptrain_settings(cfg)
     ident = _identity(cfg, up)
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-    name = f"{cfg.base.name}_{cfg.model.name}_{cfg.model.conversion}_a{up['alpha']:g}_{digest}"
+    length = f"t{up['tokens']}" if up["tokens"] else f"a{up['alpha']:g}"
+    objective = "" if up["objective"] == "task_mixture" else f"_{up['objective']}"
+    name = f"{cfg.base.name}_{cfg.model.name}_{cfg.model.conversion}{objective}_{length}_{digest}"
     root = Path(up["out_root"])
     return (root if root.is_absolute() else Path.cwd() / root) / name
 
@@ -104,9 +136,11 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
         "init_from": str(base) if base.exists() else str(cfg.base.path),
         "kv_heads": int(cfg.model.kv_heads),
         "conversion": str(cfg.model.conversion),
-        "uptrain.alpha": up["alpha"],
+        "uptrain.alpha": up["alpha"] or None,
+        "uptrain.tokens": up["tokens"],
         "uptrain.recipe": up["recipe"],
         "uptrain.base_steps": up["base_steps"],
+        "objective": up["objective"],
         "seed": int(cfg.seed),
         "out_dir": str(out_dir),
         "output_root": str(cfg.output_root),
@@ -120,7 +154,28 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
             OmegaConf.update(train_cfg, key, value, merge=False)
         if cfg.model.get("calibration") is not None:
             train_cfg.calibration = OmegaConf.to_container(cfg.model.calibration, resolve=True)
+        pretraining = cfg.base.get("pretraining")
+        if pretraining is not None and up["base_steps"] is None:  # the base preset's (conf/base/)
+            train_cfg.uptrain.pretraining = OmegaConf.to_container(pretraining, resolve=True)
+        for key, value in _flat(up["train"]):
+            if OmegaConf.select(train_cfg, key, default="<absent>") == "<absent>":
+                raise ValueError(
+                    f"uptrain.train.{key}: conf/training.yaml has no setting {key!r}; "
+                    "see gqa-eval-train --cfg job for its settings"
+                )
+            OmegaConf.update(train_cfg, key, value, merge=False)
     return train_cfg
+
+
+def _flat(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping's (dotted key, value) leaves."""
+    leaves = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves += _flat(value, f"{prefix}{key}.")
+        else:
+            leaves.append((f"{prefix}{key}", value))
+    return leaves
 
 
 def finished(out_dir: Path) -> bool:
@@ -140,7 +195,7 @@ def uptrained_checkpoint(cfg: DictConfig) -> Path | None:
     """The directory of ``cfg``'s uptrained variant, trained first if it is not there yet (None when
     ``uptrain.alpha`` is 0)."""
     up = uptrain_settings(cfg)
-    if up["alpha"] == 0:
+    if up["alpha"] == 0 and not up["tokens"]:
         return None
     out_dir = uptrained_dir(cfg, up)
     with _locked(out_dir.parent / ".locks" / out_dir.name):
@@ -161,6 +216,12 @@ def uptraining_of(model, uptrained: Path | None, saved: bool) -> dict[str, Any]:
         record = dict(record)
         if uptrained is not None:
             record["checkpoint"] = str(uptrained)
-        return {"uptrain": record, "uptrain_alpha": record.get("alpha"), "uptrain_steps": record.get("steps")}
+        return {
+            "uptrain": record,
+            "uptrain_alpha": record.get("alpha"),
+            "uptrain_steps": record.get("steps"),
+            # checkpoints from before objectives were named were trained on the task mixture
+            "uptrain_objective": record.get("objective", "task_mixture"),
+        }
     unknown = None if saved else 0
-    return {"uptrain": None, "uptrain_alpha": unknown, "uptrain_steps": unknown}
+    return {"uptrain": None, "uptrain_alpha": unknown, "uptrain_steps": unknown, "uptrain_objective": None}
