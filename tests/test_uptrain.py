@@ -164,3 +164,64 @@ def test_uptraining_lines_are_per_variant_and_alpha():
     assert uptraining_series(table) == {"b MQA (mean)": [(0.0, 2.0), (0.05, 10.0), (0.1, 8.0)]}
     assert method_bars(table) == {"MQA": {"mean": 2.0, "first": 1.0}}  # Fig. 4: before uptraining only
     assert "b MQA (mean, uptrained α=0.05)" in [v.label for v in table.variants]
+
+
+def planned(base: Path, tmp_path: Path, *extra: str, env: dict | None = None, monkeypatch=None):
+    """``cfg`` after :func:`plan_uptraining` (nothing trained)."""
+    from gqa_eval.training.loop import plan_uptraining
+
+    cfg = uptrain_cfg(base, tmp_path / "up", *extra)
+    plan_uptraining(cfg)
+    return cfg
+
+
+def test_alpha_is_a_fraction_of_the_base_pretraining_tokens(base, tmp_path, monkeypatch):
+    given = ["uptrain.recipe=given", "uptrain.base_steps=1000", "uptrain.base_batch_tokens=8192",
+             "objective=span_corruption", "batch_size=8", "block_tokens=128"]  # fmt: skip
+    # 0.05 x 1000 steps x 8192 tokens = 409,600 tokens, at 8 x 128 = 1,024 tokens a step
+    cfg = planned(base, tmp_path, *given, "uptrain.alpha=0.05")
+    assert cfg.steps == 400 and cfg.uptrain.planned.tokens == 409_600
+    assert cfg.uptrain.planned.tokens_per_step == 1024 and cfg.uptrain.planned.base["from"] == "uptrain.base_steps"
+    assert planned(base, tmp_path, *given, "uptrain.alpha=0.05", "grad_accum=4").steps == 100
+    monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch --num_processes 2
+    assert planned(base, tmp_path, *given, "uptrain.alpha=0.05", "grad_accum=4").steps == 50
+    monkeypatch.delenv("WORLD_SIZE")
+    assert planned(base, tmp_path, *given, "uptrain.tokens=102400").steps == 100
+    # the base's batch unknown: alpha x its steps, at this run's batch
+    alone = planned(base, tmp_path, "uptrain.recipe=given", "uptrain.base_steps=1000", "uptrain.alpha=0.05")
+    assert alone.steps == 50 and alone.uptrain.planned.tokens is None
+    # continuing the bundled-style base: its own stages (6 + 4 steps at its batch), corpus batch to match
+    cont = planned(base, tmp_path, "objective=span_corruption", "block_tokens=32", "uptrain.alpha=0.5")
+    assert cont.batch_size == cont.batch_tokens // 32 and cont.steps == round(0.5 * 10 * cont.batch_tokens / (
+        cont.batch_size * 32))  # fmt: skip
+    with pytest.raises(ValueError, match="give one of them"):
+        planned(base, tmp_path, *given, "uptrain.alpha=0.05", "uptrain.tokens=100")
+
+
+def test_hub_base_presets_carry_their_pretraining(tmp_path, t5_tokenizer):
+    from gqa_eval.training.loop import preset_pretraining
+
+    t5 = preset_pretraining("google/t5-v1_1-large")
+    assert (t5["steps"], t5["batch_tokens"], t5["preset"]) == (1_000_000, 2048 * 512, "conf/base/t5_v1_1_large.yaml")
+    assert preset_pretraining("meta-llama/Llama-2-7b-hf")["steps"] * 4_000_000 == 2 * 10**12
+    assert preset_pretraining("google/flan-t5-large")["steps"] == 1_100_000
+    assert preset_pretraining(str(tmp_path)) is None
+    # a local copy of a hub base (base.path=DIR): gqa-eval hands the preset's pretraining to the trainer
+    make_t5().save_pretrained(tmp_path / "t5_copy")
+    t5_tokenizer.save_pretrained(tmp_path / "t5_copy")
+    cfg = compose_config("config", ["base=t5_v1_1_large", f"base.path={tmp_path / 't5_copy'}", "model=gqa4",
+                                    "uptrain.alpha=0.05", "uptrain.recipe=given", "uptrain.objective=span_corruption",
+                                    "+uptrain.train.batch_size=16", "+uptrain.train.block_tokens=512"])  # fmt: skip
+    from gqa_eval.training.loop import plan_uptraining
+    from gqa_eval.training.uptrain import training_config, uptrain_settings
+
+    train_cfg = training_config(cfg, tmp_path / "up", uptrain_settings(cfg))
+    plan_uptraining(train_cfg)
+    # 5% of 1M steps of 2^20 tokens, at 16 x 512 tokens a step
+    assert train_cfg.steps == round(0.05 * 1_000_000 * 1_048_576 / (16 * 512))
+    assert train_cfg.uptrain.planned.base["from"] == "conf/base/t5_v1_1_large.yaml"
+    assert train_cfg.objective == "span_corruption"
+    with pytest.raises(ValueError, match="conf/training.yaml has no setting 'grad_acum'"):
+        bad = compose_config("config", ["base=t5_v1_1_large", "model=gqa4", "uptrain.alpha=0.05",
+                                        "+uptrain.train.grad_acum=4"])  # fmt: skip
+        training_config(bad, tmp_path / "up2", uptrain_settings(bad))

@@ -278,12 +278,22 @@ def uptraining_series(table: Table, column: Column | None = None) -> dict[str, l
     fraction in the table (alpha 0: the conversion as it is); rows with settings tags are left out, and
     so are conversions never uptrained when others were."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    starts: dict[str, list[tuple[float, float]]] = defaultdict(list)  # alpha 0, shared by every objective
     plain = _plain(table)
     for v in _computed(table):
         score = _point(v, column)[1]
         if v.conversion is None or score is None or not plain(v) or v.uptrain_alpha is None:
             continue
-        series[f"{v.base} {v.kind} ({v.conversion})"].append((v.uptrain_alpha, score))
+        name = f"{v.base} {v.kind} ({v.conversion})"
+        if not v.uptrain_alpha:
+            starts[name].append((0.0, score))
+            continue
+        by = f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
+        series[name + by].append((v.uptrain_alpha, score))
+    for name, points in starts.items():  # each line starts at its conversion before uptraining
+        lines = [s for s in series if s == name or s.startswith(name + " by ")] or [name]
+        for line in lines:
+            series[line] += points
     uptrained = any(alpha for points in series.values() for alpha, _ in points)
     # once some line has uptrained points, variants that were never uptrained are dots at 0, not lines
     return {

@@ -59,7 +59,7 @@ TABLE_CSV_HEAD = [
     "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "uptrain_alpha",
     "smoke", "limit", "n_samples", "settings", "device",
     "timing_mode", "t_infer_s", "timing_partial", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
-    "conversion_error",
+    "conversion_error", "uptrain_objective", "gap_recovered",
 ]  # fmt: skip
 
 
@@ -120,6 +120,8 @@ class Variant:
     tags: list[str] = field(default_factory=list)
     limit: int | None = None  # a smoke row's limit (its runs' first ``limit`` examples); None: whole splits
     conversion_error: float | None = None  # the conversion's measured damage (None: not measured)
+    uptrain_objective: str | None = None  # what an uptrained row learnt (uptrain.objective); None: not uptrained
+    gap_recovered: float | None = None  # uptrained rows: share of the conversion's gap to MHA won back
 
     @property
     def n_tasks(self) -> int:
@@ -287,11 +289,20 @@ def uptrain_alpha(row: dict) -> float | None:
     return None if value is None or value == "" else float(value)
 
 
+def uptrain_objective(row: dict) -> str | None:
+    """An uptrained summary row's objective (runs from before objectives were recorded trained on the task
+    mixture); None for a row that was not uptrained."""
+    if not uptrain_alpha(row):
+        return None
+    return row.get("uptrain_objective") or "task_mixture"
+
+
 def _label(v: Variant) -> str:
     label = f"{v.base} {v.kind}"
     how = [v.conversion] if v.conversion else []
     if v.uptrain_alpha:
-        how.append(f"uptrained α={v.uptrain_alpha:g}")
+        by = f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
+        how.append(f"uptrained α={v.uptrain_alpha:g}{by}")
     label = f"{label} ({', '.join(how)})" if how else label
     return f"{label} {tags_text(v.tags)}" if v.tags else label
 
@@ -356,6 +367,7 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             r.get("model"),
             r.get("kv_heads"),
             r.get("conversion"),
+            uptrain_objective(r),
             uptrain_alpha(r),
             smoke_limit(r),  # the run's own: which row it joins never depends on the other runs
             differs,
@@ -367,7 +379,7 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
     variants = []
     for key, runs in groups.items():
         v = _variant(runs)
-        v.uptrain_alpha, v.limit = key[-3], key[-2]
+        v.uptrain_objective, v.uptrain_alpha, v.limit = key[-4], key[-3], key[-2]
         v.settings = dict(key[-1])
         v.tags = row_tags(v)
         v.label = _label(v)
@@ -385,12 +397,14 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             -(v.kv_heads or 0),
             v.conversion or "",
             v.uptrain_alpha or 0,
+            v.uptrain_objective or "",
             v.limit is not None,  # whole splits first, then smoke rows by limit
             v.limit or 0,
             v.tags,
             str(v.model),
         )
     )
+    _gaps_recovered(variants)
     if reference == "paper":
         variants += published_rows()
     keys = {(r["task"], r["metric"]) for r in rows}
@@ -399,6 +413,28 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
     columns = sorted((Column(*k) for k in keys), key=_column_order)
     names = ("limit", *SETTINGS)
     return Table(columns, variants, {name: _sorted(mixed[name]) for name in names if name in mixed})
+
+
+def _gaps_recovered(variants: list[Variant]) -> None:
+    """Set each uptrained row's ``gap_recovered``: (its Average - its conversion's Average before
+    uptraining) / (the unconverted MHA's Average - the conversion's), rows of the same base, limit and
+    settings over the same tasks; None where any of them is missing or the conversion lost nothing."""
+
+    def same(a: Variant, b: Variant) -> bool:
+        return (a.base, a.limit, a.settings, set(a.cells)) == (b.base, b.limit, b.settings, set(b.cells))
+
+    for v in variants:
+        if not v.uptrain_alpha or v.average is None:
+            continue
+        start = [
+            u for u in variants
+            if same(u, v) and u.uptrain_alpha == 0 and (u.kv_heads, u.conversion) == (v.kv_heads, v.conversion)
+        ]  # fmt: skip
+        mha = [u for u in variants if same(u, v) and u.conversion is None and u.kv_heads == u.n_heads
+               and not u.uptrain_alpha]  # fmt: skip
+        if len(start) == 1 and len(mha) == 1 and None not in (start[0].average, mha[0].average):
+            gap = mha[0].average - start[0].average
+            v.gap_recovered = (v.average - start[0].average) / gap if gap > 0 else None
 
 
 def _mixed(table: Table) -> str:
@@ -453,7 +489,9 @@ def _cell_text(cell: Cell, spec: str, own_n: bool) -> str:
 
 def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     """Header and body of the human-readable table (table.md and the terminal)."""
-    header = ["Model", "n", "T_infer (s)", "Average", *(c.label for c in table.columns)]
+    gaps = any(v.gap_recovered is not None for v in table.variants)
+    header = ["Model", "n", "T_infer (s)", "Average", *(["Gap recovered"] if gaps else [])]
+    header += [c.label for c in table.columns]
     body = []
     total = len(table.columns)
     for v in table.variants:
@@ -463,6 +501,8 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
         average = f"{_num(v.average, score_spec)} ({v.n_tasks}/{total})" if v.average is not None else "—"
         n_text = _n_text(v)
         line = [f"{v.label} (published, TPUv4)" if published else v.label, n_text, t_infer, average]
+        if gaps:
+            line.append("—" if v.gap_recovered is None else f"{100 * v.gap_recovered:.0f}%")
         for col in table.columns:
             cell = v.cells.get(col.key)
             line.append("—" if cell is None else _cell_text(cell, score_spec, n_text == "by task"))
@@ -527,6 +567,12 @@ def _notes(table: Table) -> list[str]:
         + (", ".join(devices) or "the run's device")
         + "; the mean over the row's tasks (those of its Average) of each task's mean over its runs.",
     ]
+    if any(v.gap_recovered is not None for v in computed):
+        notes.append(
+            "Gap recovered: how much of its conversion's loss an uptrained row won back, (its Average - "
+            "the conversion's before uptraining) / (MHA's - the conversion's), rows of the same base, n, "
+            "settings and tasks. by X: the uptraining objective (uptrain.objective; none named: task_mixture)."
+        )
     if any(v.limit is not None for v in computed):
         notes.append(
             "[smoke, n=N]: runs of the first N examples of each split (limit=N), never in one row with runs "
@@ -610,7 +656,7 @@ def to_table_csv(table: Table) -> str:
             v.limit is not None if computed else None, v.limit, v.n_samples if computed else None,
             " ".join(settings_text(v.settings)), v.device, v.timing_mode, v.t_infer,
             v.timing_partial if computed else None, v.average, v.n_tasks, v.n_runs if computed else None,
-            v.kv_bytes, v.conversion_error,
+            v.kv_bytes, v.conversion_error, v.uptrain_objective, v.gap_recovered,
         ]  # fmt: skip
         for col in table.columns:
             cell = v.cells.get(col.key)

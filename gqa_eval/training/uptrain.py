@@ -156,7 +156,9 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
             train_cfg.calibration = OmegaConf.to_container(cfg.model.calibration, resolve=True)
         pretraining = cfg.base.get("pretraining")
         if pretraining is not None and up["base_steps"] is None:  # the base preset's (conf/base/)
-            train_cfg.uptrain.pretraining = OmegaConf.to_container(pretraining, resolve=True)
+            preset = Path("conf") / "base" / f"{cfg.base.name}.yaml"
+            where = str(preset) if (PROJECT_ROOT / preset).is_file() else "base.pretraining"
+            train_cfg.uptrain.pretraining = {**OmegaConf.to_container(pretraining, resolve=True), "preset": where}
         for key, value in _flat(up["train"]):
             if OmegaConf.select(train_cfg, key, default="<absent>") == "<absent>":
                 raise ValueError(
