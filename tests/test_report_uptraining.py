@@ -17,8 +17,10 @@ def runs(kv_heads: int, score: float, alpha: float = 0, objective: str | None = 
     """The variant's cnn_dm and trivia_qa runs, both at ``score``."""
     up = {"uptrain_alpha": alpha, **({"uptrain_objective": objective} if objective else {})}
     model = {16: "mha", 4: "gqa4", 1: "mqa"}[kv_heads]
-    return [result(task, 64, model=model, kv_heads=kv_heads, score=score, **up, **extra)
-            for task in ("cnn_dm", "trivia_qa")]  # fmt: skip
+    return [
+        result(task, 64, model=model, kv_heads=kv_heads, score=score, **up, **extra)
+        for task in ("cnn_dm", "trivia_qa")
+    ]
 
 
 SWEEP = [
@@ -52,8 +54,10 @@ def test_objectives_are_rows_of_their_own_and_say_the_gap_they_recover():
 
 
 def test_gap_recovered_needs_the_same_tasks_and_n():
-    other_n = [result("cnn_dm", 8, model="gqa4", kv_heads=4, score=30.0, uptrain_alpha=0.1),
-               result("trivia_qa", 8, model="gqa4", kv_heads=4, score=30.0, uptrain_alpha=0.1)]  # fmt: skip
+    other_n = [
+        result("cnn_dm", 8, model="gqa4", kv_heads=4, score=30.0, uptrain_alpha=0.1),
+        result("trivia_qa", 8, model="gqa4", kv_heads=4, score=30.0, uptrain_alpha=0.1),
+    ]
     fewer = [result("cnn_dm", 64, model="mqa", kv_heads=1, score=30.0, uptrain_alpha=0.1)]
     table = pivot(rows_of(*runs(16, 40.0), *runs(4, 10.0), *runs(1, 5.0), *other_n, *fewer))
     assert [v.gap_recovered for v in table.variants if v.uptrain_alpha] == [None, None]
@@ -66,9 +70,14 @@ def test_table_md_and_csv_carry_the_recovery():
     (line,) = [x for x in md.splitlines() if "uptrained α=0.1 by distill" in x and "GQA-4" in x]
     assert [cell.strip() for cell in line.split("|")][5] == "80%"  # after Model, n, T_infer, Average
     rows = list(csv.DictReader(io.StringIO(to_table_csv(table))))
-    got = {(r["kv_heads"], r["uptrain_objective"]): r["gap_recovered"] for r in rows if r["uptrain_alpha"] != "0"}
-    assert {k: round(float(v), 3) for k, v in got.items() if v} == {("4", "task_mixture"): 0.5,
-                                                                     ("4", "distill"): 0.8, ("1", "distill"): 0.429}
+    got = {
+        (r["kv_heads"], r["uptrain_objective"]): r["gap_recovered"] for r in rows if r["uptrain_alpha"] != "0"
+    }
+    assert {k: round(float(v), 3) for k, v in got.items() if v} == {
+        ("4", "task_mixture"): 0.5,
+        ("4", "distill"): 0.8,
+        ("1", "distill"): 0.429,
+    }
 
 
 def test_fig5_draws_a_line_per_objective_from_the_conversion_it_starts_at():

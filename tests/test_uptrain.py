@@ -181,7 +181,8 @@ def test_alpha_is_a_fraction_of_the_base_pretraining_tokens(base, tmp_path, monk
     # 0.05 x 1000 steps x 8192 tokens = 409,600 tokens, at 8 x 128 = 1,024 tokens a step
     cfg = planned(base, tmp_path, *given, "uptrain.alpha=0.05")
     assert cfg.steps == 400 and cfg.uptrain.planned.tokens == 409_600
-    assert cfg.uptrain.planned.tokens_per_step == 1024 and cfg.uptrain.planned.base["from"] == "uptrain.base_steps"
+    assert cfg.uptrain.planned.tokens_per_step == 1024
+    assert cfg.uptrain.planned.base["from"] == "uptrain.base_steps"
     assert planned(base, tmp_path, *given, "uptrain.alpha=0.05", "grad_accum=4").steps == 100
     monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch --num_processes 2
     assert planned(base, tmp_path, *given, "uptrain.alpha=0.05", "grad_accum=4").steps == 50
@@ -202,16 +203,20 @@ def test_hub_base_presets_carry_their_pretraining(tmp_path, t5_tokenizer):
     from gqa_eval.training.loop import preset_pretraining
 
     t5 = preset_pretraining("google/t5-v1_1-large")
-    assert (t5["steps"], t5["batch_tokens"], t5["preset"]) == (1_000_000, 2048 * 512, "conf/base/t5_v1_1_large.yaml")
+    assert (t5["steps"], t5["batch_tokens"]) == (1_000_000, 2048 * 512)
+    assert t5["preset"] == "conf/base/t5_v1_1_large.yaml"
     assert preset_pretraining("meta-llama/Llama-2-7b-hf")["steps"] * 4_000_000 == 2 * 10**12
     assert preset_pretraining("google/flan-t5-large")["steps"] == 1_100_000
     assert preset_pretraining(str(tmp_path)) is None
     # a local copy of a hub base (base.path=DIR): gqa-eval hands the preset's pretraining to the trainer
     make_t5().save_pretrained(tmp_path / "t5_copy")
     t5_tokenizer.save_pretrained(tmp_path / "t5_copy")
-    cfg = compose_config("config", ["base=t5_v1_1_large", f"base.path={tmp_path / 't5_copy'}", "model=gqa4",
-                                    "uptrain.alpha=0.05", "uptrain.recipe=given", "uptrain.objective=span_corruption",
-                                    "+uptrain.train.batch_size=16", "+uptrain.train.block_tokens=512"])  # fmt: skip
+    overrides = [
+        "base=t5_v1_1_large", f"base.path={tmp_path / 't5_copy'}", "model=gqa4", "uptrain.alpha=0.05",
+        "uptrain.recipe=given", "uptrain.objective=span_corruption", "+uptrain.train.batch_size=16",
+        "+uptrain.train.block_tokens=512",
+    ]  # fmt: skip
+    cfg = compose_config("config", overrides)
     from gqa_eval.training.loop import plan_uptraining
     from gqa_eval.training.uptrain import training_config, uptrain_settings
 
@@ -222,6 +227,7 @@ def test_hub_base_presets_carry_their_pretraining(tmp_path, t5_tokenizer):
     assert train_cfg.uptrain.planned.base["from"] == "conf/base/t5_v1_1_large.yaml"
     assert train_cfg.objective == "span_corruption"
     with pytest.raises(ValueError, match="conf/training.yaml has no setting 'grad_acum'"):
-        bad = compose_config("config", ["base=t5_v1_1_large", "model=gqa4", "uptrain.alpha=0.05",
-                                        "+uptrain.train.grad_acum=4"])  # fmt: skip
+        bad = compose_config(
+            "config", ["base=t5_v1_1_large", "model=gqa4", "uptrain.alpha=0.05", "+uptrain.train.grad_acum=4"]
+        )
         training_config(bad, tmp_path / "up2", uptrain_settings(bad))

@@ -120,7 +120,7 @@ class Variant:
     tags: list[str] = field(default_factory=list)
     limit: int | None = None  # a smoke row's limit (its runs' first ``limit`` examples); None: whole splits
     conversion_error: float | None = None  # the conversion's measured damage (None: not measured)
-    uptrain_objective: str | None = None  # what an uptrained row learnt (uptrain.objective); None: not uptrained
+    uptrain_objective: str | None = None  # an uptrained row's uptrain.objective (None: not uptrained)
     gap_recovered: float | None = None  # uptrained rows: share of the conversion's gap to MHA won back
 
     @property
@@ -426,12 +426,17 @@ def _gaps_recovered(variants: list[Variant]) -> None:
     for v in variants:
         if not v.uptrain_alpha or v.average is None:
             continue
+        geometry = (v.kv_heads, v.conversion)
         start = [
-            u for u in variants
-            if same(u, v) and u.uptrain_alpha == 0 and (u.kv_heads, u.conversion) == (v.kv_heads, v.conversion)
-        ]  # fmt: skip
-        mha = [u for u in variants if same(u, v) and u.conversion is None and u.kv_heads == u.n_heads
-               and not u.uptrain_alpha]  # fmt: skip
+            u
+            for u in variants
+            if same(u, v) and u.uptrain_alpha == 0 and (u.kv_heads, u.conversion) == geometry
+        ]
+        mha = [
+            u
+            for u in variants
+            if same(u, v) and u.conversion is None and u.kv_heads == u.n_heads and not u.uptrain_alpha
+        ]
         if len(start) == 1 and len(mha) == 1 and None not in (start[0].average, mha[0].average):
             gap = mha[0].average - start[0].average
             v.gap_recovered = (v.average - start[0].average) / gap if gap > 0 else None
@@ -571,7 +576,8 @@ def _notes(table: Table) -> list[str]:
         notes.append(
             "Gap recovered: how much of its conversion's loss an uptrained row won back, (its Average - "
             "the conversion's before uptraining) / (MHA's - the conversion's), rows of the same base, n, "
-            "settings and tasks. by X: the uptraining objective (uptrain.objective; none named: task_mixture)."
+            "settings and tasks. by X: the uptraining objective (uptrain.objective; none named: "
+            "task_mixture)."
         )
     if any(v.limit is not None for v in computed):
         notes.append(

@@ -136,7 +136,10 @@ def tokens_per_step(cfg: DictConfig) -> int:
 
     objective = str(cfg.objective)
     data = str(cfg.distill.data) if objective == "distill" else objective
-    per_micro = int(cfg.batch_tokens) if data == "task_mixture" else int(cfg.batch_size) * int(cfg.block_tokens)
+    if data == "task_mixture":
+        per_micro = int(cfg.batch_tokens)
+    else:
+        per_micro = int(cfg.batch_size) * int(cfg.block_tokens)
     return per_micro * int(cfg.grad_accum) * int(os.environ.get("WORLD_SIZE", "1"))
 
 

@@ -104,8 +104,11 @@ def _identity(cfg: DictConfig, up: dict[str, Any]) -> dict[str, Any]:
         **({"tokens": up["tokens"]} if up["tokens"] else {}),
         **({"objective": up["objective"]} if up["objective"] != "task_mixture" else {}),
         **({"train": up["train"]} if up["train"] else {}),
-        **({"pretraining": OmegaConf.to_container(cfg.base.pretraining, resolve=True)}
-           if cfg.base.get("pretraining") is not None else {}),
+        **(
+            {"pretraining": OmegaConf.to_container(cfg.base.pretraining, resolve=True)}
+            if cfg.base.get("pretraining") is not None
+            else {}
+        ),
     }
 
 
@@ -158,7 +161,8 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
         if pretraining is not None and up["base_steps"] is None:  # the base preset's (conf/base/)
             preset = Path("conf") / "base" / f"{cfg.base.name}.yaml"
             where = str(preset) if (PROJECT_ROOT / preset).is_file() else "base.pretraining"
-            train_cfg.uptrain.pretraining = {**OmegaConf.to_container(pretraining, resolve=True), "preset": where}
+            block = OmegaConf.to_container(pretraining, resolve=True)
+            train_cfg.uptrain.pretraining = {**block, "preset": where}
         for key, value in _flat(up["train"]):
             if OmegaConf.select(train_cfg, key, default="<absent>") == "<absent>":
                 raise ValueError(
