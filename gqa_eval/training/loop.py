@@ -622,3 +622,7 @@ def _checkpoint_step(checkpoint: Path) -> int:
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="training")
 def main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+if __name__ == "__main__":  # python -m gqa_eval.training.loop, accelerate launch -m gqa_eval.training.loop
+    main()
