@@ -41,24 +41,69 @@ def run(args: list[str]) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+# the README's corpus form: T5 span corruption on a named corpus (the bundled one), sentinels added
+CORPUS = [
+    "objective=span_corruption", "span_corruption.add_sentinels=true", "corpus.source=evals/corpus",
+    "block_tokens=32", "batch_size=2",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory) -> Path:
-    one = tmp_path_factory.mktemp("single") / "one"
-    run([sys.executable, "-m", "gqa_eval.training.loop", *RUN, "grad_accum=2", f"out_dir={one}"])
-    return one
+def one_process(tmp_path_factory):
+    """The single-process run of each objective's settings (two micro-batches accumulated a step)."""
+    done: dict[str, Path] = {}
+
+    def of(objective: str) -> Path:
+        if objective not in done:
+            out = tmp_path_factory.mktemp("single") / objective
+            extra = CORPUS if objective == "span_corruption" else []
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gqa_eval.training.loop",
+                    *RUN,
+                    *extra,
+                    "grad_accum=2",
+                    f"out_dir={out}",
+                ]
+            )
+            done[objective] = out
+        return done[objective]
+
+    return of
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
-@pytest.mark.parametrize("config", ["ddp", "fsdp"])
+@pytest.mark.parametrize(
+    ("config", "objective"),
+    [
+        ("ddp", "task_mixture"),
+        ("fsdp", "task_mixture"),
+        pytest.param(
+            "fsdp",
+            "span_corruption",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "open: on corpus objectives (span_corruption, causal_lm; DDP and FSDP alike) the "
+                    "inputs, the losses and the first two steps match, but the third step's gradient norm "
+                    "differs from the single-process run's (one micro-batch of the global batch matches that)"
+                ),
+            ),
+        ),  # fmt: skip
+    ],
+)
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
-    one_process, tmp_path, config
+    one_process, tmp_path, config, objective
 ):
-    one, two = one_process, tmp_path / "two"
+    one, two = one_process(objective), tmp_path / "two"
+    extra = CORPUS if objective == "span_corruption" else []
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"conf/accelerate/{config}.yaml",
         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
     ]  # fmt: skip
-    run([*launch, "-m", "gqa_eval.training.loop", *RUN, "grad_accum=1", f"out_dir={two}"])
+    run([*launch, "-m", "gqa_eval.training.loop", *RUN, *extra, "grad_accum=1", f"out_dir={two}"])
     losses = [[r["loss"] for r in read_jsonl(d / "train_log.jsonl") if "loss" in r] for d in (one, two)]
     assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-4)
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
@@ -69,7 +114,7 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     moved = max(
         (a[k] - start[k]).abs().max().item() for k in a if k in start and a[k].shape == start[k].shape
     )
-    print(f"{config}: largest weight difference {worst:.2e}, largest update {moved:.2e}")
+    print(f"{config} {objective}: largest weight difference {worst:.2e}, largest update {moved:.2e}")
     assert worst < 1e-5 and moved > 1e-3, (worst, moved)
     model, _ = load_checkpoint(str(two))  # the full weights, gathered from the shards under FSDP
     assert family_of(model).kv_heads == 4

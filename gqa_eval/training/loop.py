@@ -348,16 +348,19 @@ def _initial_model(cfg: DictConfig, examples: dict, tasks: dict, resuming: bool)
     return build_model(cfg.architecture, tokenizer), tokenizer
 
 
-def add_sentinels(model, tokenizer, count: int = 100) -> bool:
+def add_sentinels(model, tokenizer, seed: int, count: int = 100) -> bool:
     """Give a tokenizer without them T5's sentinels ``<extra_id_0>`` .. ``<extra_id_{count-1}>``,
     numbered down from the top of the vocabulary as T5's are, and grow the model's embeddings (and
-    output layer) to match: the new rows start at the mean of the old ones (transformers'
-    ``mean_resizing``). Returns False, changing nothing, when the tokenizer has them already."""
+    output layer) to match: the new rows are drawn around the old ones' mean (transformers'
+    ``mean_resizing``) from ``seed``, so that every process of a distributed run, and a resumed run,
+    draws the same rows. Returns False, changing nothing, when the tokenizer has them already."""
     first = tokenizer.convert_tokens_to_ids("<extra_id_0>")
     if first is not None and first != getattr(tokenizer, "unk_token_id", None):
         return False
     tokenizer.add_tokens([f"<extra_id_{i}>" for i in reversed(range(count))], special_tokens=True)
-    model.resize_token_embeddings(len(tokenizer))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(len(tokenizer))
     print(f"span_corruption: added {count} sentinel tokens; vocabulary now {len(tokenizer)}", flush=True)
     return True
 
@@ -557,7 +560,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     encoder_decoder = family_of(model).encoder_decoder
     check_objective(objective, encoder_decoder)
     if objective == "span_corruption" and cfg.span_corruption.get("add_sentinels"):
-        add_sentinels(model, tokenizer)
+        add_sentinels(model, tokenizer, int(cfg.seed))
     args = _arguments(cfg, out_dir, data_kind)
     decoder_only = not encoder_decoder
     extra: dict[str, Any] = {}
