@@ -63,6 +63,7 @@ def test_continue_recipe_continues_the_bases_last_stage(base, tmp_path):
         "stage": "tiny_t5",
         "base_steps": 10,
         "lr": pytest.approx(3e-4),
+        "schedule": "constant",
         "warmup_steps": 2,
     }
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "up/train_log.jsonl") if "lr" in r]
@@ -231,3 +232,14 @@ def test_hub_base_presets_carry_their_pretraining(tmp_path, t5_tokenizer):
             "config", ["base=t5_v1_1_large", "model=gqa4", "uptrain.alpha=0.05", "+uptrain.train.grad_acum=4"]
         )
         training_config(bad, tmp_path / "up2", uptrain_settings(bad))
+
+
+def test_a_continued_uptraining_can_rewarm_to_a_peak_and_decay_to_where_the_base_ended(base, tmp_path):
+    cfg = planned(base, tmp_path, "uptrain.alpha=0.5", "uptrain.lr=3e-3")  # the base ended at 3e-4
+    assert (cfg.lr, cfg.schedule, cfg.min_lr_ratio) == (pytest.approx(3e-3), "cosine", pytest.approx(0.1))
+    assert cfg.warmup_steps == 2  # the stage's warm-up share (2 of 4 steps) of 5 steps, rounded
+    from gqa_eval.training.loop import final_lr
+
+    assert final_lr(cfg) == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="a peak learning rate >= the base's last"):
+        planned(base, tmp_path, "uptrain.alpha=0.5", "uptrain.lr=1e-5")

@@ -156,10 +156,11 @@ def plan_uptraining(cfg: DictConfig) -> None:
     ``uptrain.recipe=continue`` continues the base's last stage (Ainslie et al. 2023, sec. 2.1:
     uptraining runs the base's pre-training recipe on): its data mixture, ``batch_tokens`` (corpus
     objectives: ``batch_size`` so that a step holds as many tokens), optimizer settings and bf16, at the
-    learning rate that stage ended with (constant: the continuation of a finished decay), after a linear
-    warm-up that takes the same fraction of this run as the stage's warm-up took of the stage; K/V
-    pooling (``pool_kv``, the bundled bases' stand-in for uptraining) is off. ``uptrain.continues``
-    records what was taken from where.
+    learning rate that stage ended with (constant: the continuation of a finished decay; or, with
+    ``uptrain.lr``, re-warmed to that peak and decayed by cosine back to it), after a linear warm-up
+    that takes the same fraction of this run as the stage's warm-up took of the stage; K/V pooling
+    (``pool_kv``, the bundled bases' stand-in for uptraining) is off. ``uptrain.continues`` records
+    what was taken from where.
 
     Raises:
         ValueError: uptraining settings without ``init_from``, an unknown recipe, or a base that carries
@@ -221,8 +222,17 @@ def plan_uptraining(cfg: DictConfig) -> None:
             }
         if recipe == "given":
             return
-        cfg.lr = final_lr(last)
-        cfg.schedule = "constant"
+        ended = final_lr(last)
+        peak = up.get("lr")
+        if peak is None:  # the continuation of a finished decay
+            cfg.lr, cfg.schedule = ended, "constant"
+        else:  # re-warmed to a peak, then decayed back to where the base ended
+            if isinstance(peak, bool) or not isinstance(peak, (int, float)) or peak < ended:
+                raise ValueError(
+                    f"uptrain.lr={peak!r}: give a peak learning rate >= the base's last ({ended:g}), "
+                    "or null to continue at that one"
+                )
+            cfg.lr, cfg.schedule, cfg.min_lr_ratio = float(peak), "cosine", ended / float(peak)
         fraction = min(int(last.warmup_steps), int(last.steps)) / int(last.steps)
         cfg.warmup_steps = max(1, round(fraction * int(cfg.steps))) if fraction else 0
         cfg.pool_kv = None
@@ -231,6 +241,7 @@ def plan_uptraining(cfg: DictConfig) -> None:
             "stage": str(last.get("name")),
             "base_steps": int(base["steps"]),
             "lr": cfg.lr,
+            "schedule": str(cfg.schedule),
             "warmup_steps": int(cfg.warmup_steps),
         }
 

@@ -80,6 +80,7 @@ def uptrain_settings(cfg: DictConfig) -> dict[str, Any]:
         "tokens": int(tokens) if tokens else None,
         "recipe": recipe,
         "base_steps": up.get("base_steps"),
+        "lr": up.get("lr"),
         "objective": str(objective),
         "train": train,
         "out_root": up.get("out_root") or "outputs/uptrained",
@@ -102,6 +103,7 @@ def _identity(cfg: DictConfig, up: dict[str, Any]) -> dict[str, Any]:
         "seed": int(cfg.seed),
         # added later: a checkpoint of the defaults keeps the digest it had before they existed
         **({"tokens": up["tokens"]} if up["tokens"] else {}),
+        **({"lr": up["lr"]} if up["lr"] is not None else {}),
         **({"objective": up["objective"]} if up["objective"] != "task_mixture" else {}),
         **({"train": up["train"]} if up["train"] else {}),
         **(
@@ -143,6 +145,7 @@ def training_config(cfg: DictConfig, out_dir: Path, up: dict[str, Any]) -> DictC
         "uptrain.tokens": up["tokens"],
         "uptrain.recipe": up["recipe"],
         "uptrain.base_steps": up["base_steps"],
+        "uptrain.lr": up["lr"],
         "objective": up["objective"],
         "seed": int(cfg.seed),
         "out_dir": str(out_dir),
