@@ -189,6 +189,28 @@ def _check_data_source(task: DictConfig) -> None:
         raise _HUB_ANSWERS[key]
 
 
+def _check_model_source(cfg: DictConfig) -> None:
+    """The checkpoint the run loads (``model.checkpoint``, else ``base.path``): a local directory, or a
+    hub id the hub (or its cache) has, asked once (:func:`gqa_eval.variant.checkpoints._hub_preflight`);
+    the jobs of a sweep that share a checkpoint share the answer."""
+    from gqa_eval.variant.checkpoints import _hub_preflight, checkpoint_source
+
+    path = cfg.model.get("checkpoint") or cfg.base.path
+    revision = None if cfg.model.get("checkpoint") else cfg.base.get("revision")
+    source = checkpoint_source(str(path))
+    if not isinstance(source, str):
+        return
+    key = ("model", f"{source}@{revision}")
+    if key not in _HUB_ANSWERS:
+        try:
+            _hub_preflight(source, revision)
+            _HUB_ANSWERS[key] = None
+        except Exception as err:
+            _HUB_ANSWERS[key] = err
+    if _HUB_ANSWERS[key] is not None:
+        raise _HUB_ANSWERS[key]
+
+
 def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]:
     """The first check the run of ``cfg`` would fail, as one line; and its resume=PATH directory."""
     from gqa_eval.cli import USER_ERRORS, check_run_dir, error_line
@@ -198,6 +220,7 @@ def _refusal(cfg: DictConfig, job: int | None) -> tuple[str | None, Path | None]
     try:
         check_config(task)
         _check_data_source(task.task)
+        _check_model_source(task)
     except USER_ERRORS as err:
         return f"{where}{error_line(err)}", None
     resume = task.get("resume", True)

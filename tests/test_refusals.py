@@ -141,3 +141,10 @@ def test_slurm_without_its_commands_is_one_line(app, tmp_path, monkeypatch):
 def test_launchers_that_need_nothing_more_are_not_refused():
     assert launch.launcher_refusal(None) is None
     assert launch.launcher_refusal("basic") is None
+
+
+def test_an_unreachable_hub_model_is_refused_before_a_run_directory(app, hub, tmp_path):
+    code, _ = app("base=flan_t5_small", "task=cnn_dm", "limit=2", f"output_root={tmp_path / 'out'}")
+    assert isinstance(code, str) and code.startswith("gqa-eval: error: ")
+    assert "google/flan-t5-small" in code and "base.path" in code and "\n" not in code.strip()
+    assert not (tmp_path / "out").exists()
