@@ -141,6 +141,9 @@ class GQATrainer(Trainer):
             batch_sampler=self.token_batches,
             collate_fn=lambda pairs: collate(pairs, self.pad_id, self.decoder_only),
         )
+        # every process gets the same number of batches already (total: steps x grad_accum x processes);
+        # Accelerate < 1.6 cannot even out a batch sampler without a fixed batch size, and need not
+        self.accelerator.even_batches = False
         return self.accelerator.prepare(loader)
 
     def _groups(self) -> int | None:
