@@ -10,7 +10,16 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 
-from gqa_eval.report.table import PUBLISHED, Column, Table, Variant, row_tags, smoke_text, tags_text
+from gqa_eval.report.table import (
+    PUBLISHED,
+    Column,
+    Table,
+    Variant,
+    objective_tag,
+    row_tags,
+    smoke_text,
+    tags_text,
+)
 
 
 def _png(fig) -> bytes:
@@ -288,8 +297,7 @@ def uptraining_series(table: Table, column: Column | None = None) -> dict[str, l
         if not v.uptrain_alpha:
             starts[name].append((0.0, score))
             continue
-        by = f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
-        series[name + by].append((v.uptrain_alpha, score))
+        series[name + objective_tag(v)].append((v.uptrain_alpha, score))
     for name, points in starts.items():  # each line starts at its conversion before uptraining
         lines = [s for s in series if s == name or s.startswith(name + " by ")] or [name]
         for line in lines:

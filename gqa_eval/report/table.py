@@ -297,12 +297,16 @@ def uptrain_objective(row: dict) -> str | None:
     return row.get("uptrain_objective") or "task_mixture"
 
 
+def objective_tag(v: Variant) -> str:
+    """`` by distill`` for a row uptrained on an objective other than the default task mixture."""
+    return f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
+
+
 def _label(v: Variant) -> str:
     label = f"{v.base} {v.kind}"
     how = [v.conversion] if v.conversion else []
     if v.uptrain_alpha:
-        by = f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
-        how.append(f"uptrained α={v.uptrain_alpha:g}{by}")
+        how.append(f"uptrained α={v.uptrain_alpha:g}{objective_tag(v)}")
     label = f"{label} ({', '.join(how)})" if how else label
     return f"{label} {tags_text(v.tags)}" if v.tags else label
 
