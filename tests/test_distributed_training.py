@@ -1,7 +1,9 @@
 """Distribution is Accelerate's: the shipped DDP and FSDP configs launched as two CPU processes
 (``accelerate launch --config_file conf/accelerate/ddp.yaml --num_processes 2``: torchrun underneath,
 gloo on CPU) train the same weights as one process with the same global batch (two micro-batches a step:
-one per process there, two accumulated here). ``accelerate launch --cpu`` is not the way: on one machine
+one per process there, two accumulated here), K/V-pooled steps (``uptrain.pool_kv``) included: they
+must still go through the DDP/FSDP wrapper, or that step's gradients are not all-reduced.
+``accelerate launch --cpu`` is not the way: on one machine
 it starts a single process whatever ``--num_processes`` says (its simple launcher)."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from conftest import read_jsonl
 from safetensors.torch import load_file
 
+from gqa_eval.training.pooled import pooling_for_step
 from gqa_eval.variant import family_of
 from gqa_eval.variant.checkpoints import load_checkpoint
 
@@ -26,7 +29,9 @@ RUN = [
     "lr=1e-3", "warmup_steps=0", "schedule=constant", "batch_tokens=600", "data.max_input_tokens=48",
     "data.examples={cnn_dm:8,arxiv:0,pubmed:0,mediasum:0,multi_news:0,wmt_en_de:16,trivia_qa:4}",
     "log_every=1", "eval_examples=0", "save_every=0", "progress=false", "threads=1", "bf16=false",
+    "uptrain.pool_kv={1:0.5}", "pool_kv_from=0",
 ]  # fmt: skip
+POOLED = [s for s in range(4) if pooling_for_step({1: 0.5}, 0, s) is not None]  # seed 0, steps=4
 
 
 def free_port() -> int:
@@ -80,23 +85,14 @@ def one_process(tmp_path_factory):
     [
         ("ddp", "task_mixture"),
         ("fsdp", "task_mixture"),
-        pytest.param(
-            "fsdp",
-            "span_corruption",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "open: on corpus objectives (span_corruption, causal_lm; DDP and FSDP alike) the "
-                    "inputs, the losses and the first two steps match, but the third step's gradient norm "
-                    "differs from the single-process run's (one micro-batch of the global batch matches that)"
-                ),
-            ),
-        ),  # fmt: skip
+        ("ddp", "span_corruption"),
+        ("fsdp", "span_corruption"),
     ],
 )
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     one_process, tmp_path, config, objective
 ):
+    assert POOLED and len(POOLED) < 4, POOLED  # pooled steps and plain ones both
     one, two = one_process(objective), tmp_path / "two"
     extra = CORPUS if objective == "span_corruption" else []
     launch = [

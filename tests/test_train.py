@@ -23,7 +23,7 @@ from gqa_eval.timing import Timer
 from gqa_eval.training.data import collate, encode_pairs, generator, plan_epoch, training_examples
 from gqa_eval.training.kernels import lean_attention
 from gqa_eval.training.loop import lr_factor, train
-from gqa_eval.training.pooled import pooled_kv
+from gqa_eval.training.pooled import pooled_kv, pooled_projections
 from gqa_eval.variant.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +127,35 @@ def test_pooled_step_runs_the_mean_pooled_conversion(make, groups):
     expected = convert_to_gqa(copy.deepcopy(model), groups)(**inputs).logits
     got = torch.func.functional_call(model, pooled_kv(model, groups), args=(), kwargs=inputs).logits
     assert torch.allclose(got, expected, atol=1e-5)  # convert_to_gqa pools in float32
+    plain = model(**inputs).logits
+    with pooled_projections(model, groups):  # the form training uses: the model called as it is
+        inside = model(**inputs)
+    assert torch.allclose(inside.logits, expected, atol=1e-5)
+    assert torch.equal(model(**inputs).logits, plain)  # the projections restored on exit
+    inside.loss.backward()
+    assert all(p.weight.grad is not None for p in attention_projections(model))
+
+
+def attention_projections(model):
+    from gqa_eval.variant import family_of
+
+    return family_of(model).kv_projections()
+
+
+def test_gradient_checkpointing_trains_the_same_weights_pooled_steps_included(tmp_path):
+    """Activation checkpointing recomputes the forward in the backward pass: a pooled step's recomputation
+    must pool too, so that on or off the same updates come out."""
+    runs = {}
+    for on in (False, True):
+        out = tmp_path / f"ckpt_{on}"
+        run = [*TINY, f"out_dir={out}", "steps=4", "save_every=0", "eval_examples=0", "bf16=false",
+               "pool_kv={4:0.5,1:0.3}", "pool_kv_from=0",
+               f"gradient_checkpointing={str(on).lower()}"]  # fmt: skip
+        train(train_cfg(run))
+        runs[on] = load_file(out / "model.safetensors")
+    a, b = runs[False], runs[True]
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-6, worst
 
 
 def test_training_lowers_loss_and_resumes_exactly(tmp_path):

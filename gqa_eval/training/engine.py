@@ -22,6 +22,7 @@ have:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +36,7 @@ from transformers import Trainer, TrainerCallback
 from gqa_eval.training.data import collate, plan_epoch
 from gqa_eval.training.kernels import lean_attention
 from gqa_eval.training.objectives import distill_loss
-from gqa_eval.training.pooled import pooled_kv, pooling_for_step
+from gqa_eval.training.pooled import pooled_projections, pooling_for_step
 
 
 class Pairs(Dataset):
@@ -156,14 +157,18 @@ class GQATrainer(Trainer):
             return None  # e.g. uptraining a GQA-2 conversion: only G = 1 still pools
         return groups
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step, forward and backward, with T5's attention through the training kernel and, on
+        a pooled step, the model as its mean-pooled conversion. Both hold through the backward pass, where
+        activation checkpointing recomputes the forward, and the model is still called through its
+        DDP/FSDP wrapper, so a pooled step's gradients are all-reduced like any other's."""
+        plain = self.accelerator.unwrap_model(model)
         groups = self._groups() if self.pool_kv else None
-        with lean_attention(self.accelerator.unwrap_model(model)):
-            if groups is None:
-                outputs = model(**inputs)
-            else:
-                plain = self.accelerator.unwrap_model(model)
-                outputs = torch.func.functional_call(plain, pooled_kv(plain, groups), args=(), kwargs=inputs)
+        with lean_attention(plain), pooled_projections(plain, groups) if groups else contextlib.nullcontext():
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
         loss = outputs.loss if self.teacher is None else self._distill_loss(outputs, inputs)
         return (loss, outputs) if return_outputs else loss
 

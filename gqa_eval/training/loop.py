@@ -158,9 +158,11 @@ def plan_uptraining(cfg: DictConfig) -> None:
     objectives: ``batch_size`` so that a step holds as many tokens), optimizer settings and bf16, at the
     learning rate that stage ended with (constant: the continuation of a finished decay; or, with
     ``uptrain.lr``, re-warmed to that peak and decayed by cosine back to it), after a linear warm-up
-    that takes the same fraction of this run as the stage's warm-up took of the stage; K/V pooling
-    (``pool_kv``, the bundled bases' stand-in for uptraining) is off. ``uptrain.continues`` records
-    what was taken from where.
+    that takes the same fraction of this run as the stage's warm-up took of the stage.
+    ``uptrain.continues`` records what was taken from where.
+
+    With either recipe, K/V-pooled steps (``pool_kv``, the bundled tiny_t5's from-scratch stand-in for
+    uptraining) are ``uptrain.pool_kv``'s (default none), not the ``train=...`` preset's.
 
     Raises:
         ValueError: uptraining settings without ``init_from``, an unknown recipe, or a base that carries
@@ -195,6 +197,8 @@ def plan_uptraining(cfg: DictConfig) -> None:
         )
     base = base_pretraining(cfg, stages, configs)
     with open_dict(cfg):
+        # pooled steps are a from-scratch recipe's (train=tiny_t5); an uptraining pools only when asked
+        cfg.pool_kv = up.get("pool_kv")
         if recipe == "continue":
             last = stages[-1]
             for key in ("batch_tokens", "betas", "weight_decay", "grad_clip", "bf16"):
@@ -235,7 +239,6 @@ def plan_uptraining(cfg: DictConfig) -> None:
             cfg.lr, cfg.schedule, cfg.min_lr_ratio = float(peak), "cosine", ended / float(peak)
         fraction = min(int(last.warmup_steps), int(last.steps)) / int(last.steps)
         cfg.warmup_steps = max(1, round(fraction * int(cfg.steps))) if fraction else 0
-        cfg.pool_kv = None
         cfg.uptrain.continues = {
             "train_config": portable(configs[-1]),
             "stage": str(last.get("name")),
