@@ -87,3 +87,26 @@ def test_fig5_draws_a_line_per_objective_from_the_conversion_it_starts_at():
         "tiny_t5 GQA-4 (mean) by distill": [(0.0, 10.0), (0.1, 34.0)],
         "tiny_t5 MQA (mean) by distill": [(0.0, 5.0), (0.1, 20.0)],
     }
+
+
+def test_runs_uptrained_at_other_learning_rates_are_rows_and_lines_of_their_own():
+    sweep = [
+        *runs(16, 40.0),
+        *runs(4, 10.0),
+        *runs(4, 25.0, 0.1, "task_mixture", uptrain_lr=1e-4),
+        *runs(4, 31.0, 0.1, "task_mixture", uptrain_lr=1e-3),
+    ]
+    table = pivot(rows_of(*sweep))
+    recovered = {v.label: v.gap_recovered for v in table.variants if v.uptrain_alpha}
+    assert recovered == {
+        "tiny_t5 GQA-4 (mean, uptrained α=0.1, lr=0.0001)": pytest.approx(0.5),  # not averaged together
+        "tiny_t5 GQA-4 (mean, uptrained α=0.1, lr=0.001)": pytest.approx(0.7),
+    }
+    lines = plots.uptraining_series(table)
+    assert sorted(lines) == ["tiny_t5 GQA-4 (mean), lr=0.0001", "tiny_t5 GQA-4 (mean), lr=0.001"]
+    assert all((0.0, 10.0) in points for points in lines.values())  # each starts at the conversion
+    csv_rows = list(csv.DictReader(io.StringIO(to_table_csv(table))))
+    assert sorted(r["uptrain_lr"] for r in csv_rows) == ["", "", "0.0001", "0.001"]  # MHA, GQA-4: none
+    # one learning rate in the folder: the labels stay as they were
+    same = pivot(rows_of(*sweep[:6]))
+    assert "tiny_t5 GQA-4 (mean, uptrained α=0.1)" in {v.label for v in same.variants}

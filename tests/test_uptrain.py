@@ -123,6 +123,9 @@ def test_the_uptrain_preset_trains_once_and_records_alpha(app, base, tmp_path):
         ("trivia_qa", "0", "0"), ("trivia_qa", "0.5", "5"),
         ("wmt_en_de", "0", "0"), ("wmt_en_de", "0.5", "5"),
     ]  # fmt: skip
+    # the rate it trained at (the report keeps runs at other rates apart): the base's last, as continued
+    lrs = {r["uptrain_alpha"]: r["uptrain_lr"] for r in rows}
+    assert lrs["0"] == "" and float(lrs["0.5"]) > 0
     uptrained = list((tmp_path / "uptrained").glob("tiny_mqa_mean_a0.5_*"))
     assert len(uptrained) == 1 and (uptrained[0] / "config.json").is_file()
     starts = [r for r in read_jsonl(uptrained[0] / "train_log.jsonl") if r["step"] == 0]
@@ -130,6 +133,7 @@ def test_the_uptrain_preset_trains_once_and_records_alpha(app, base, tmp_path):
     results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
     up = next(r for r in results if r["uptrain_alpha"] == 0.5)
     assert up["uptrain"]["continues"]["base_steps"] == 10 and up["kv_heads"] == 1
+    assert up["uptrain_lr"] == up["uptrain"]["continues"]["lr"] == float(lrs["0.5"])
     assert up["provenance"]["conversion"]["kv_heads"] == 1  # the variant asked for, not the reload's
     assert up["conversion"] == "mean" and up["config"]["uptrain"]["alpha"] == 0.5
     table = (sweep / "table.md").read_text()

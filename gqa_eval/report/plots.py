@@ -299,7 +299,7 @@ def uptraining_series(table: Table, column: Column | None = None) -> dict[str, l
             continue
         series[name + objective_tag(v)].append((v.uptrain_alpha, score))
     for name, points in starts.items():  # each line starts at its conversion before uptraining
-        lines = [s for s in series if s == name or s.startswith(name + " by ")] or [name]
+        lines = [s for s in series if s == name or s.startswith((name + " by ", name + ", lr="))] or [name]
         for line in lines:
             series[line] += points
     uptrained = any(alpha for points in series.values() for alpha, _ in points)

@@ -61,7 +61,7 @@ COLUMNS = [
     "peak_mem_mb", "kv_cache_bytes_per_token", "decode_floor_ratio", "decode_bound", "params", "device",
     "device_name", "threads", "dtype", "batch_size", "run_dir",
     "timing_partial", "max_input_tokens", "max_new_tokens", "shards", "decode_path",
-    "uptrain_alpha", "uptrain_steps", "limit", "conversion_error", "uptrain_objective",
+    "uptrain_alpha", "uptrain_steps", "limit", "conversion_error", "uptrain_objective", "uptrain_lr",
 ]  # fmt: skip
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1")
 TIMING_COLUMNS = ("time_per_sample_s", "prefill_s_per_sample", "decode_s_per_token", "tokens_per_s")

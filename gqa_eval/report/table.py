@@ -59,7 +59,7 @@ TABLE_CSV_HEAD = [
     "variant", "source", "model", "base", "arch", "n_heads", "kv_heads", "conversion", "uptrain_alpha",
     "smoke", "limit", "n_samples", "settings", "device",
     "timing_mode", "t_infer_s", "timing_partial", "average", "n_tasks", "n_runs", "kv_cache_bytes_per_token",
-    "conversion_error", "uptrain_objective", "gap_recovered",
+    "conversion_error", "uptrain_objective", "uptrain_lr", "gap_recovered",
 ]  # fmt: skip
 
 
@@ -121,6 +121,8 @@ class Variant:
     limit: int | None = None  # a smoke row's limit (its runs' first ``limit`` examples); None: whole splits
     conversion_error: float | None = None  # the conversion's measured damage (None: not measured)
     uptrain_objective: str | None = None  # an uptrained row's uptrain.objective (None: not uptrained)
+    uptrain_lr: float | None = None  # an uptrained row's (peak) learning rate (None: not uptrained, unknown)
+    show_lr: bool = False  # the label says the lr: the table has uptrained rows at more than one
     gap_recovered: float | None = None  # uptrained rows: share of the conversion's gap to MHA won back
 
     @property
@@ -297,9 +299,17 @@ def uptrain_objective(row: dict) -> str | None:
     return row.get("uptrain_objective") or "task_mixture"
 
 
+def uptrain_lr(row: dict) -> float | None:
+    """An uptrained summary row's learning rate (its peak; None: not uptrained, or not recorded)."""
+    value = row.get("uptrain_lr")
+    return None if not uptrain_alpha(row) or value is None or value == "" else float(value)
+
+
 def objective_tag(v: Variant) -> str:
-    """`` by distill`` for a row uptrained on an objective other than the default task mixture."""
-    return f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
+    """How a row was uptrained where the label must say it: `` by distill`` for an objective other than
+    the default task mixture, ``, lr=0.001`` where the table's uptrained rows differ in learning rate."""
+    tag = f" by {v.uptrain_objective}" if v.uptrain_objective not in (None, "task_mixture") else ""
+    return f"{tag}, lr={v.uptrain_lr:g}" if v.show_lr and v.uptrain_lr is not None else tag
 
 
 def _label(v: Variant) -> str:
@@ -372,6 +382,7 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             r.get("kv_heads"),
             r.get("conversion"),
             uptrain_objective(r),
+            uptrain_lr(r),
             uptrain_alpha(r),
             smoke_limit(r),  # the run's own: which row it joins never depends on the other runs
             differs,
@@ -383,11 +394,15 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
     variants = []
     for key, runs in groups.items():
         v = _variant(runs)
-        v.uptrain_objective, v.uptrain_alpha, v.limit = key[-4], key[-3], key[-2]
+        v.uptrain_objective, v.uptrain_lr, v.uptrain_alpha, v.limit = key[-5], key[-4], key[-3], key[-2]
         v.settings = dict(key[-1])
         v.tags = row_tags(v)
-        v.label = _label(v)
         variants.append(v)
+    # runs uptrained at different learning rates are rows of their own, told apart by their lr
+    show_lr = len({v.uptrain_lr for v in variants if v.uptrain_alpha}) > 1
+    for v in variants:
+        v.show_lr = show_lr and bool(v.uptrain_alpha)
+        v.label = _label(v)
     # Same geometry under two names (a saved GQA-8 checkpoint next to model=gqa8): the row whose name is
     # the preset's for its geometry (mha, gqaN, mqa) keeps the plain label, the others are told by name.
     counts = Counter(v.label for v in variants)
@@ -402,6 +417,7 @@ def pivot(rows: list[dict], reference: str | None = None) -> Table:
             v.conversion or "",
             v.uptrain_alpha or 0,
             v.uptrain_objective or "",
+            v.uptrain_lr or 0,
             v.limit is not None,  # whole splits first, then smoke rows by limit
             v.limit or 0,
             v.tags,
@@ -666,7 +682,7 @@ def to_table_csv(table: Table) -> str:
             v.limit is not None if computed else None, v.limit, v.n_samples if computed else None,
             " ".join(settings_text(v.settings)), v.device, v.timing_mode, v.t_infer,
             v.timing_partial if computed else None, v.average, v.n_tasks, v.n_runs if computed else None,
-            v.kv_bytes, v.conversion_error, v.uptrain_objective, v.gap_recovered,
+            v.kv_bytes, v.conversion_error, v.uptrain_objective, v.uptrain_lr, v.gap_recovered,
         ]  # fmt: skip
         for col in table.columns:
             cell = v.cells.get(col.key)

@@ -231,6 +231,10 @@ def uptraining_of(model, uptrained: Path | None, saved: bool) -> dict[str, Any]:
             "uptrain_steps": record.get("steps"),
             # checkpoints from before objectives were named were trained on the task mixture
             "uptrain_objective": record.get("objective", "task_mixture"),
+            "uptrain_lr": record.get("lr"),  # the peak (or constant) rate it trained at
         }
     unknown = None if saved else 0
-    return {"uptrain": None, "uptrain_alpha": unknown, "uptrain_steps": unknown, "uptrain_objective": None}
+    return {
+        "uptrain": None, "uptrain_alpha": unknown, "uptrain_steps": unknown, "uptrain_objective": None,
+        "uptrain_lr": None,
+    }  # fmt: skip
